@@ -1,0 +1,36 @@
+# The two commands of the README:
+#   make run    set up and run the whole portal (web, worker, beat, Redis) on SQLite
+#   make test   set up and run every check and test on PostgreSQL and Redis
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test system-packages-run system-packages-test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages: installed only when missing (needs root, or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+define need
+	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/lib/postgresql/*/bin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then echo "Installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
+endef
+
+system-packages-run:
+	$(call need,redis-server:redis-server)
+
+system-packages-test:
+	$(call need,redis-server:redis-server initdb:postgresql chromium:chromium)
+
+run: system-packages-run $(STAMP)
+	DEBUG=$${DEBUG:-true} MICROSOFT_ALLOW_HTTP=$${MICROSOFT_ALLOW_HTTP:-true} \
+	  $(VENV)/bin/python manage.py runportal
+
+test: system-packages-test $(STAMP)
+	$(VENV)/bin/python -m tests.run $(ARGS)

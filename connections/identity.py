@@ -1,0 +1,232 @@
+"""The one place that talks to the Microsoft identity platform's token endpoint.
+
+Token requests go through requests-oauthlib. A compliance hook reads Microsoft's error JSON
+before oauthlib does, because oauthlib keeps only `error` and `error_description`, and the
+decisions here must come from `error_codes` and `suberror` (reference §3: the same AADSTS code
+arrives under different `error` values).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from django.conf import settings
+from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error
+from requests_oauthlib import OAuth2Session
+
+if settings.MICROSOFT_ALLOW_HTTP:
+    # oauthlib refuses http:// token URLs unless this is set; MICROSOFT_ALLOW_HTTP exists for
+    # a local emulator only, and the app model refuses http:// URLs without it.
+    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+
+class FailureClass(enum.StrEnum):
+    """Whose move it is after a failed token request."""
+
+    RECONNECT = "reconnect"  # the user must sign in again
+    CONSENT = "consent"  # a user or an admin must consent
+    APP_CREDENTIALS = "app_credentials"  # the tenant admin must fix the app's secret or cert
+    CONFIGURATION = "configuration"  # the app registration does not match Azure
+    TENANT = "tenant"  # the Microsoft tenant lacks something; tell its admin
+    USER = "user"  # the account cannot be used here
+    FLOW = "flow"  # start the connection again
+    TRANSIENT = "transient"  # retry with backoff
+    UNKNOWN = "unknown"
+
+
+_BY_CODE: dict[int, tuple[FailureClass, str]] = {
+    50076: (FailureClass.RECONNECT, "Multi-factor authentication is required: sign in again."),
+    50079: (FailureClass.RECONNECT, "The user must register for multi-factor authentication."),
+    70000: (FailureClass.RECONNECT, "The grant is no longer valid: sign in again."),
+    70008: (FailureClass.RECONNECT, "The refresh token has expired or was revoked."),
+    700082: (
+        FailureClass.RECONNECT,
+        "The refresh token expired after 90 days without use: sign in again.",
+    ),
+    700084: (FailureClass.RECONNECT, "The single-page-app refresh token reached its 24 h limit."),
+    50173: (FailureClass.RECONNECT, "Access was revoked by the user or an administrator."),
+    53003: (FailureClass.RECONNECT, "Blocked by a Conditional Access policy of the tenant."),
+    65001: (FailureClass.CONSENT, "Consent is missing for the requested permissions."),
+    90094: (FailureClass.CONSENT, "An administrator must consent to these permissions."),
+    90095: (FailureClass.CONSENT, "An administrator must consent to these permissions."),
+    7000215: (
+        FailureClass.APP_CREDENTIALS,
+        "The client secret is wrong. Copy the secret's Value (not its Secret ID) from "
+        "Certificates & secrets in the Azure portal.",
+    ),
+    7000222: (
+        FailureClass.APP_CREDENTIALS,
+        "The client secret has expired. Create a new one under Certificates & secrets and add "
+        "it here.",
+    ),
+    700016: (
+        FailureClass.APP_CREDENTIALS,
+        "No app with this client id exists in that tenant: check the client id, the authority "
+        "and that the app was consented there.",
+    ),
+    70011: (
+        FailureClass.CONFIGURATION,
+        "The scopes are invalid (.default mixed with named scopes?).",
+    ),
+    700022: (FailureClass.CONFIGURATION, "The scopes are invalid or name several resources."),
+    700023: (FailureClass.CONFIGURATION, "The scopes are invalid or name several resources."),
+    50011: (FailureClass.CONFIGURATION, "The redirect URI does not match the registered one."),
+    500113: (FailureClass.CONFIGURATION, "The app has no redirect URI registered."),
+    50194: (
+        FailureClass.CONFIGURATION,
+        "The app is single-tenant: use its tenant's own authority, not common.",
+    ),
+    90002: (
+        FailureClass.CONFIGURATION,
+        "Tenant not found: check the authority or Directory (tenant) ID, and the cloud.",
+    ),
+    9001023: (
+        FailureClass.CONFIGURATION,
+        "Client credentials need a tenant GUID or domain, not common or consumers.",
+    ),
+    50020: (FailureClass.USER, "The account belongs to another tenant and is not a guest there."),
+    54005: (FailureClass.FLOW, "The authorization code was already used: connect again."),
+    650052: (
+        FailureClass.TENANT,
+        "The tenant lacks a service subscription the app needs: tell the tenant's administrator.",
+    ),
+    50196: (FailureClass.TRANSIENT, "Too many identical requests (loop detected): backing off."),
+}
+
+_BY_ERROR: dict[str, FailureClass] = {
+    "invalid_grant": FailureClass.RECONNECT,
+    "interaction_required": FailureClass.RECONNECT,
+    "login_required": FailureClass.RECONNECT,
+    "consent_required": FailureClass.CONSENT,
+    "invalid_client": FailureClass.APP_CREDENTIALS,
+    "unauthorized_client": FailureClass.CONFIGURATION,
+    "invalid_scope": FailureClass.CONFIGURATION,
+    "invalid_request": FailureClass.CONFIGURATION,
+    "temporarily_unavailable": FailureClass.TRANSIENT,
+    "server_error": FailureClass.TRANSIENT,
+}
+
+
+@dataclass
+class IdentityError(Exception):
+    """A failed request to the identity platform, with Microsoft's fields kept."""
+
+    error: str
+    description: str = ""
+    codes: list[int] = field(default_factory=list)
+    suberror: str = ""
+    trace_id: str = ""
+    correlation_id: str = ""
+    http_status: int | None = None
+
+    def __str__(self) -> str:
+        return self.description or self.error
+
+    @property
+    def code(self) -> int | None:
+        return self.codes[0] if self.codes else None
+
+    @property
+    def aadsts(self) -> str:
+        return f"AADSTS{self.code}" if self.code else self.error
+
+    @property
+    def failure_class(self) -> FailureClass:
+        # error_codes and suberror decide first; `error` only when they say nothing we know.
+        for code in self.codes:
+            if code in _BY_CODE:
+                return _BY_CODE[code][0]
+        if self.suberror == "consent_required":
+            return FailureClass.CONSENT
+        if self.suberror in {
+            "bad_token",
+            "token_expired",
+            "session_expired",
+            "user_password_expired",
+        }:
+            return FailureClass.RECONNECT
+        if self.http_status is not None and self.http_status >= 500:
+            return FailureClass.TRANSIENT
+        return _BY_ERROR.get(self.error, FailureClass.UNKNOWN)
+
+    @property
+    def explanation(self) -> str:
+        """Plain words for an administrator or a user; Microsoft's own text is kept apart."""
+        for code in self.codes:
+            if code in _BY_CODE:
+                return _BY_CODE[code][1]
+        if self.failure_class == FailureClass.TRANSIENT:
+            return "Microsoft's sign-in service is temporarily unavailable."
+        return f"Microsoft refused the request ({self.error})."
+
+    @classmethod
+    def from_response(cls, response: requests.Response) -> IdentityError:
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        codes = [c for c in body.get("error_codes") or [] if isinstance(c, int)]
+        return cls(
+            error=str(body.get("error") or f"http_{response.status_code}"),
+            description=str(body.get("error_description") or response.reason or ""),
+            codes=codes,
+            suberror=str(body.get("suberror") or ""),
+            trace_id=str(body.get("trace_id") or ""),
+            correlation_id=str(body.get("correlation_id") or ""),
+            http_status=response.status_code,
+        )
+
+
+class Unreachable(IdentityError):
+    """The identity platform could not be reached or answered garbage: transient."""
+
+    @property
+    def failure_class(self) -> FailureClass:
+        return FailureClass.TRANSIENT
+
+    @property
+    def explanation(self) -> str:
+        return f"Microsoft's sign-in service could not be reached: {self.description}"
+
+
+def _raise_on_error(response: requests.Response) -> requests.Response:
+    if response.status_code != 200:
+        raise IdentityError.from_response(response)
+    return response
+
+
+def _session(client, **kwargs) -> OAuth2Session:
+    session = OAuth2Session(client=client, **kwargs)
+    session.register_compliance_hook("access_token_response", _raise_on_error)
+    session.register_compliance_hook("refresh_token_response", _raise_on_error)
+    return session
+
+
+def _fetch(session: OAuth2Session, token_url: str, **kwargs) -> dict[str, Any]:
+    try:
+        return dict(
+            session.fetch_token(token_url, timeout=settings.MICROSOFT_HTTP_TIMEOUT, **kwargs)
+        )
+    except requests.RequestException as exc:
+        raise Unreachable(error="unreachable", description=f"{type(exc).__name__}: {exc}") from exc
+    except (ValueError, OAuth2Error) as exc:  # oauthlib could not parse a token from the body
+        raise Unreachable(error="bad_response", description=str(exc)) from exc
+
+
+def app_token(token_url: str, client_id: str, client_secret: str, scope: str) -> dict[str, Any]:
+    """A client-credentials token (application permissions): `scope` must be `{graph}/.default`."""
+    session = _session(BackendApplicationClient(client_id=client_id))
+    return _fetch(
+        session,
+        token_url,
+        client_id=client_id,
+        client_secret=client_secret,
+        scope=[scope],
+        include_client_id=True,
+    )

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GraphsyncConfig(AppConfig):
+    name = "graphsync"
+    verbose_name = "Microsoft Graph sync"

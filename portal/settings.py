@@ -1,0 +1,231 @@
+"""Graphport settings, read from the environment (and a ``.env`` file for local use).
+
+Every variable is documented in the README's configuration table and in ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from celery.schedules import crontab
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+
+from portal.env import (
+    REDIS_SCHEMES,
+    dev_secret,
+    env,
+    read_bool,
+    read_database,
+    read_email,
+    read_fernet_keys,
+    read_str,
+    read_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+# ENV_FILE lets tests and containers point elsewhere (or at an empty file).
+_env_file = Path(os.environ.get("ENV_FILE", BASE_DIR / ".env"))
+if _env_file.is_file():
+    env.read_env(_env_file)
+
+DEBUG = read_bool("DEBUG", default=False)
+
+SECRET_KEY = read_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY: required when DEBUG is off (or set SECRET_KEY_FILE)"
+        )
+    SECRET_KEY = dev_secret(VAR_DIR / "dev-secret-key", lambda: secrets.token_urlsafe(50))
+
+FIELD_ENCRYPTION_KEYS = read_fernet_keys("FIELD_ENCRYPTION_KEYS")
+if not FIELD_ENCRYPTION_KEYS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "FIELD_ENCRYPTION_KEYS: required when DEBUG is off (comma-separated Fernet keys, "
+            "newest first; or set FIELD_ENCRYPTION_KEYS_FILE)"
+        )
+    FIELD_ENCRYPTION_KEYS = [
+        dev_secret(VAR_DIR / "dev-field-key", lambda: Fernet.generate_key().decode())
+    ]
+
+PORTAL_BASE_URL = read_url(
+    "PORTAL_BASE_URL", default="http://127.0.0.1:8000", schemes={"http", "https"}
+).rstrip("/")
+_base = urlsplit(PORTAL_BASE_URL)
+if _base.path not in ("", "/"):
+    raise ImproperlyConfigured(
+        f"PORTAL_BASE_URL: {PORTAL_BASE_URL!r} must be an origin without a path"
+    )
+PORTAL_ORIGIN = f"{_base.scheme}://{_base.netloc}"
+
+_hosts = read_str("ALLOWED_HOSTS")
+ALLOWED_HOSTS = [h.strip() for h in _hosts.split(",") if h.strip()] if _hosts else [_base.hostname]
+if DEBUG and not _hosts:
+    ALLOWED_HOSTS += ["localhost", "127.0.0.1", "[::1]"]
+_origins = read_str("CSRF_TRUSTED_ORIGINS")
+CSRF_TRUSTED_ORIGINS = (
+    [o.strip() for o in _origins.split(",") if o.strip()] if _origins else [PORTAL_ORIGIN]
+)
+
+MICROSOFT_ALLOW_HTTP = read_bool("MICROSOFT_ALLOW_HTTP", default=False)
+# Seconds to wait for Microsoft's identity platform and Graph before calling it unreachable.
+MICROSOFT_HTTP_TIMEOUT = 20
+
+REDIS_URL = read_url("REDIS_URL", default="redis://127.0.0.1:6379/0", schemes=REDIS_SCHEMES)
+
+DATABASES = {"default": read_database("DATABASE_URL", default=f"sqlite:///{BASE_DIR}/db.sqlite3")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process and the Celery workers write to the same file: wait for each other's
+    # locks instead of failing, and take the write lock at BEGIN to avoid upgrade deadlocks.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    )
+
+_email = read_email("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST", "")
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+if "EMAIL_FILE_PATH" in _email:
+    EMAIL_FILE_PATH = _email["EMAIL_FILE_PATH"]
+DEFAULT_FROM_EMAIL = read_str("DEFAULT_FROM_EMAIL", default="Graphport <graphport@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "portal",
+    "connections",
+    "graphsync",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Security headers and cookies. Outside DEBUG the cookies are HTTPS-only when the portal is
+# served over HTTPS, and HSTS is on; behind a TLS-terminating proxy set USE_X_FORWARDED_PROTO.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+if read_bool("USE_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if not DEBUG and _base.scheme == "https":
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# Celery: three queues so a backlog of syncs never delays token refreshes. Tasks are
+# acknowledged after they finish and handed to another worker when the one running them dies,
+# so every task must be safe to run twice (they take claims and leases, see style.md).
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_EXPIRES = timedelta(hours=1)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = (Queue("tokens"), Queue("sync"), Queue("default"))
+CELERY_TASK_ROUTES = {
+    "connections.tasks.*": {"queue": "tokens"},
+    "graphsync.tasks.*": {"queue": "sync"},
+}
+# A task not acknowledged within this time is redelivered; longer than any task may run.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60 * 60}
+CELERY_TASK_TIME_LIMIT = 30 * 60
+CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "dispatch-token-refreshes": {
+        "task": "connections.tasks.dispatch_token_refreshes",
+        "schedule": timedelta(minutes=1),
+    },
+    "warn-expiring-secrets": {
+        "task": "connections.tasks.warn_expiring_secrets",
+        "schedule": crontab(hour=7, minute=0),
+        "options": {"queue": "default"},
+    },
+    "dispatch-due-syncs": {
+        "task": "graphsync.tasks.dispatch_due_syncs",
+        "schedule": timedelta(seconds=30),
+    },
+    "renew-subscriptions": {
+        "task": "graphsync.tasks.renew_subscriptions",
+        "schedule": timedelta(minutes=15),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -1,0 +1,156 @@
+"""Tenant scoping for the admin: a tenant administrator sees and edits only their own tenant.
+
+Every scoped ModelAdmin names the lookup path from its model to the Tenant. Querysets, object
+permissions, foreign-key choices and hand-typed URLs all go through it, so another tenant's row
+is never listed, never offered as a choice, and a URL naming one answers 404.
+"""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.db.models import Model, QuerySet
+from django.http import Http404
+
+
+def admin_tenant(user):
+    """The tenant a staff user administers, or None (superusers administer every tenant)."""
+    if not (user.is_active and user.is_staff) or user.is_superuser:
+        return None
+    membership = getattr(user, "membership", None)
+    if membership is None or membership.role != membership.Role.ADMIN:
+        return None
+    return membership.tenant
+
+
+def member_tenant(user):
+    membership = getattr(user, "membership", None)
+    return membership.tenant if membership else None
+
+
+def _tenant_paths() -> dict[type[Model], str]:
+    """How each tenant-owned model reaches its Tenant (for foreign-key choices)."""
+    return {
+        apps.get_model("connections", "Tenant"): "pk",
+        apps.get_model("connections", "EntraApp"): "tenant",
+        apps.get_model("connections", "Connection"): "app__tenant",
+        get_user_model(): "membership__tenant",
+    }
+
+
+def _scope_choices(field, db_field, request):
+    lookup = _tenant_paths().get(db_field.related_model)
+    if field is None or lookup is None or request.user.is_superuser:
+        return field
+    tenant = admin_tenant(request.user)
+    queryset = field.queryset.filter(**{lookup: tenant}) if tenant else field.queryset.none()
+    field.queryset = queryset
+    if db_field.related_model is apps.get_model("connections", "Tenant"):
+        field.initial = tenant
+        field.empty_label = None
+    return field
+
+
+class TenantScopedAdmin(admin.ModelAdmin):
+    #: lookup from this admin's model to its Tenant, e.g. "tenant" or "app__tenant"
+    tenant_lookup: str = "tenant"
+    #: what a tenant administrator may do besides viewing (a superuser may do everything)
+    tenant_admin_can_add = True
+    tenant_admin_can_change = True
+    tenant_admin_can_delete = True
+
+    def get_queryset(self, request) -> QuerySet:
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        tenant = admin_tenant(request.user)
+        if tenant is None:
+            return queryset.none()
+        return queryset.filter(**{self.tenant_lookup: tenant})
+
+    def _owns(self, request, obj) -> bool:
+        if obj is None:
+            return True
+        tenant = admin_tenant(request.user)
+        return (
+            tenant is not None
+            and self.model._default_manager.filter(
+                pk=obj.pk, **{self.tenant_lookup: tenant}
+            ).exists()
+        )
+
+    def _allowed(self, request, obj, flag: bool, parent) -> bool:
+        if request.user.is_superuser:
+            return parent(request, obj) if obj is not None else parent(request)
+        if admin_tenant(request.user) is None or not flag:
+            return False
+        return obj is None or self._owns(request, obj)
+
+    def has_module_permission(self, request) -> bool:
+        if request.user.is_superuser:
+            return super().has_module_permission(request)
+        return admin_tenant(request.user) is not None
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self._allowed(request, obj, True, super().has_view_permission)
+
+    def has_add_permission(self, request, *args) -> bool:
+        if request.user.is_superuser:
+            return super().has_add_permission(request, *args)
+        return admin_tenant(request.user) is not None and self.tenant_admin_can_add
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self._allowed(
+            request, obj, self.tenant_admin_can_change, super().has_change_permission
+        )
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._allowed(
+            request, obj, self.tenant_admin_can_delete, super().has_delete_permission
+        )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        return _scope_choices(field, db_field, request)
+
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        # Django redirects to the admin index with "doesn't exist"; for a row of another tenant
+        # (or none at all) answer a plain 404 so a hand-typed URL learns nothing either way.
+        raise Http404(f"No {opts.verbose_name} with this ID.")
+
+
+class TenantScopedInline:
+    """Mixin for inlines: tenant administrators get the same rights, and the same foreign-key
+    scoping, as on the parent admin (whose queryset already keeps them to their tenant)."""
+
+    tenant_admin_can_add = True
+    tenant_admin_can_change = True
+    tenant_admin_can_delete = True
+
+    def _tenant_admin_may(self, request, flag: bool) -> bool:
+        return admin_tenant(request.user) is not None and flag
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        if request.user.is_superuser:
+            return super().has_view_permission(request, obj)
+        return self._tenant_admin_may(request, True)
+
+    def has_add_permission(self, request, obj) -> bool:
+        if request.user.is_superuser:
+            return super().has_add_permission(request, obj)
+        return self._tenant_admin_may(request, self.tenant_admin_can_add)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if request.user.is_superuser:
+            return super().has_change_permission(request, obj)
+        return self._tenant_admin_may(request, self.tenant_admin_can_change)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if request.user.is_superuser:
+            return super().has_delete_permission(request, obj)
+        return self._tenant_admin_may(request, self.tenant_admin_can_delete)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        return _scope_choices(field, db_field, request)
