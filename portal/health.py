@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from django.conf import settings
 from django.db import connection
 
 from portal.celery import app as celery_app
+
+# /healthz is public: it names what is down, and the details (hosts, users) go to the log only.
+logger = logging.getLogger(__name__)
 
 PING_TIMEOUT = 1.0
 
@@ -16,7 +21,8 @@ def check_database() -> str | None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception as exc:  # any driver error means "down"
-        return f"{type(exc).__name__}: {exc}"
+        logger.warning("healthz: database check failed", exc_info=True)
+        return f"query failed ({type(exc).__name__})"
     return None
 
 
@@ -25,7 +31,8 @@ def check_redis() -> str | None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        return f"{type(exc).__name__}: {exc}"
+        logger.warning("healthz: Redis check failed", exc_info=True)
+        return f"ping failed ({type(exc).__name__})"
     finally:
         client.close()
     return None
@@ -33,9 +40,11 @@ def check_redis() -> str | None:
 
 def check_worker() -> str | None:
     try:
-        replies = celery_app.control.ping(timeout=PING_TIMEOUT)
+        with celery_app.connection_for_write(settings.CELERY_BROKER_URL) as connection:
+            replies = celery_app.control.ping(timeout=PING_TIMEOUT, connection=connection)
     except Exception as exc:  # broker unreachable, connection refused, ...
-        return f"{type(exc).__name__}: {exc}"
+        logger.warning("healthz: worker ping failed", exc_info=True)
+        return f"ping failed ({type(exc).__name__})"
     if not replies:
         return f"no Celery worker answered a ping within {PING_TIMEOUT:g} s"
     return None

@@ -44,7 +44,7 @@ def _scope_choices(field, db_field, request):
     if field is None or lookup is None or request.user.is_superuser:
         return field
     tenant = admin_tenant(request.user)
-    queryset = field.queryset.filter(**{lookup: tenant}) if tenant else field.queryset.none()
+    queryset = field.queryset.filter(**{lookup: tenant.pk}) if tenant else field.queryset.none()
     field.queryset = queryset
     if db_field.related_model is apps.get_model("connections", "Tenant"):
         field.initial = tenant
@@ -67,7 +67,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
         tenant = admin_tenant(request.user)
         if tenant is None:
             return queryset.none()
-        return queryset.filter(**{self.tenant_lookup: tenant})
+        return queryset.filter(**{self.tenant_lookup: tenant.pk})
 
     def _owns(self, request, obj) -> bool:
         if obj is None:
@@ -75,9 +75,9 @@ class TenantScopedAdmin(admin.ModelAdmin):
         tenant = admin_tenant(request.user)
         return (
             tenant is not None
-            and self.model._default_manager.filter(
-                pk=obj.pk, **{self.tenant_lookup: tenant}
-            ).exists()
+            and self.model._default_manager.filter(pk=obj.pk)
+            .filter(**{self.tenant_lookup: tenant.pk})
+            .exists()
         )
 
     def _allowed(self, request, obj, flag: bool, parent) -> bool:

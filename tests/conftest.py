@@ -15,6 +15,11 @@ from tests.personas import make_tenant_world, make_user
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def operator(db):
     return make_user("operator", staff=True, superuser=True)

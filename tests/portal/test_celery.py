@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from connections.models import Connection
+from connections.tasks import dispatch_token_refreshes
+from portal.celery import app
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_task_round_trip_through_a_real_worker(celery_worker, acme, globex):
+    Connection.objects.filter(pk=acme.connection.pk).update(
+        access_token_expires_at=timezone.now() + timedelta(minutes=2)
+    )
+    result = dispatch_token_refreshes.delay()
+    assert result.get(timeout=30) == 1  # the worker read the test database: one is due
+    assert result.successful()
+
+
+def test_queues_routes_and_late_acknowledgement():
+    conf = app.conf
+    assert {q.name for q in conf.task_queues} == {"tokens", "sync", "default"}
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert (
+        app.amqp.router.route({}, "connections.tasks.dispatch_token_refreshes")["queue"].name
+        == "tokens"
+    )
+    assert app.amqp.router.route({}, "graphsync.tasks.dispatch_due_syncs")["queue"].name == "sync"
+
+
+def test_every_beat_entry_names_a_registered_task():
+    app.loader.import_default_modules()
+    for name, entry in app.conf.beat_schedule.items():
+        assert entry["task"] in app.tasks, name
