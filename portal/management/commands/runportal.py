@@ -22,6 +22,10 @@ from django.core.management.base import BaseCommand
 from portal.localservices import LocalRedis, reachable
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = "Run Redis, a Celery worker, Celery beat and the web server together."
 
@@ -29,6 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, port: int, **options):
+        # `kill` (SIGTERM) stops everything too, like Ctrl-C.
+        signal.signal(signal.SIGTERM, _interrupt)
         call_command("migrate", interactive=False, verbosity=0)
         password = self.ensure_operator()
         env = dict(os.environ)
