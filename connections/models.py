@@ -432,3 +432,50 @@ class AuditEvent(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("admin:connections_auditevent_change", args=[self.pk])
+
+
+class AuthorizationAttempt(models.Model):
+    """One trip to Microsoft: the connect flow or admin consent. Single use."""
+
+    class Kind(models.TextChoices):
+        CONNECT = "connect", "Connect an account"
+        ADMIN_CONSENT = "admin_consent", "Admin consent"
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        CANCELLED = "cancelled", "Cancelled by the user"
+        FAILED = "failed", "Failed"
+
+    LIFETIME_SECONDS = 600
+
+    state = models.CharField(max_length=64, unique=True)
+    code_verifier = EncryptedTextField(blank=True)
+    nonce = models.CharField(max_length=64, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CONNECT)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="authorization_attempts"
+    )
+    app = models.ForeignKey(
+        EntraApp, on_delete=models.CASCADE, related_name="authorization_attempts"
+    )
+    return_path = models.CharField(max_length=500, default="/")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=10, choices=Outcome.choices, default=Outcome.PENDING, db_index=True
+    )
+    error = models.CharField(max_length=100, blank=True)
+    error_code = models.CharField("AADSTS code", max_length=20, blank=True)
+    error_description = models.TextField(blank=True)
+    trace_id = models.CharField(max_length=64, blank=True)
+    connection = models.ForeignKey(
+        Connection, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.user} ({self.get_outcome_display()})"

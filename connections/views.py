@@ -1,8 +1,157 @@
-from django.http import HttpResponse
-from django.views.decorators.http import require_http_methods
+"""The member's pages: my connections, connect, reconnect, disconnect, and Microsoft's callback.
+Thin: the flows live in connections.connect."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
+
+from connections import connect
+from connections.models import Connection, EntraApp
+from portal.tenancy import admin_tenant, member_tenant
 
 
+def safe_return_path(request, candidate: str | None, default: str) -> str:
+    """Same-origin paths only: anything else (another host, a scheme, //evil) is dropped."""
+    if (
+        candidate
+        and url_has_allowed_host_and_scheme(candidate, allowed_hosts=None, require_https=False)
+        and candidate.startswith("/")
+        and not candidate.startswith("//")
+    ):
+        return candidate
+    return default
+
+
+def _tenant_or_403(request):
+    tenant = member_tenant(request.user)
+    if tenant is None:
+        raise PermissionDenied("Your login belongs to no organisation in Graphport.")
+    return tenant
+
+
+def _my_connection(request, pk: int) -> Connection:
+    # Another member's connection is a 404, as if it did not exist.
+    return get_object_or_404(
+        Connection.objects.select_related("app"),
+        pk=pk,
+        user=request.user,
+        app__tenant=_tenant_or_403(request),
+    )
+
+
+@login_required
+def home(request):
+    return redirect("connections:mine")
+
+
+@login_required
+def my_connections(request):
+    tenant = member_tenant(request.user)
+    if tenant is None:
+        return render(request, "connections/no_tenant.html", status=403)
+    apps = EntraApp.objects.filter(tenant=tenant, is_active=True).order_by("name")
+    mine = (
+        Connection.objects.filter(user=request.user, app__tenant=tenant)
+        .select_related("app")
+        .order_by("app__name", "user_principal_name")
+    )
+    rows = [
+        {"connection": c, "missing": connect.missing_scopes(c.app, c.granted_scopes)} for c in mine
+    ]
+    return render(
+        request,
+        "connections/mine.html",
+        {
+            "tenant": tenant,
+            "apps": apps,
+            "rows": rows,
+            "is_tenant_admin": admin_tenant(request.user) == tenant,
+        },
+    )
+
+
+@login_required
+@require_POST
+def start_connect(request, app_id: int):
+    tenant = _tenant_or_403(request)
+    app = get_object_or_404(EntraApp, pk=app_id, tenant=tenant, is_active=True)
+    return_path = safe_return_path(request, request.POST.get("next"), reverse("connections:mine"))
+    return HttpResponseRedirect(connect.start_connect(request.user, app, return_path))
+
+
+@login_required
+@require_POST
+def reconnect(request, pk: int):
+    connection = _my_connection(request, pk)
+    if not connection.app.is_active:
+        raise Http404("This app is no longer active.")
+    return HttpResponseRedirect(
+        connect.start_connect(request.user, connection.app, reverse("connections:mine"))
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def disconnect(request, pk: int):
+    connection = _my_connection(request, pk)
+    if request.method == "POST":
+        connect.disconnect(connection, request.user)
+        return render(request, "connections/disconnected.html", {"connection": connection})
+    return render(request, "connections/disconnect_confirm.html", {"connection": connection})
+
+
+@login_required
+@require_POST
+def start_admin_consent(request, app_id: int):
+    app = get_object_or_404(EntraApp, pk=app_id)
+    if not (request.user.is_superuser or admin_tenant(request.user) == app.tenant):
+        raise Http404("No such app.")
+    return_path = reverse("admin:connections_entraapp_change", args=[app.pk])
+    return HttpResponseRedirect(connect.start_admin_consent(request.user, app, return_path))
+
+
+@csrf_exempt  # Microsoft posts here (form_post); `state` is the request forgery check.
 @require_http_methods(["GET", "POST"])
 def callback(request):
-    """Microsoft's redirect target for the connect and admin-consent flows."""
-    return HttpResponse("The connect flow is not available yet.", status=503)
+    params = (request.POST if request.method == "POST" else request.GET).dict()
+    if not request.user.is_authenticated:
+        if request.method == "POST" and params.get("state") and "resubmitted" not in params:
+            # A cross-site form_post carries no SameSite=Lax session cookie. Post the same
+            # fields again from our own page, where the browser does send it.
+            return render(request, "connections/resubmit.html", {"fields": params.items()})
+        error = connect.FlowError("bad_state", "You are not signed in to Graphport.")
+        return _error_page(request, error)
+    params.pop("resubmitted", None)
+    try:
+        attempt, connection = connect.complete(request.user, params)
+    except connect.FlowError as error:
+        return _error_page(request, error)
+    if attempt.kind == attempt.Kind.ADMIN_CONSENT:
+        messages.success(request, "Admin consent granted and verified.")
+    else:
+        name = connection.user_principal_name or connection.display_name
+        messages.success(request, f"Connected {name}.")
+    return redirect(safe_return_path(request, attempt.return_path, reverse("connections:mine")))
+
+
+def _error_page(request, error: connect.FlowError):
+    app = error.app
+    can_consent = (
+        app is not None
+        and request.user.is_authenticated
+        and (request.user.is_superuser or admin_tenant(request.user) == app.tenant)
+    )
+    return render(
+        request,
+        "connections/callback_error.html",
+        {"error": error, "app": app, "can_consent": can_consent},
+        status=error.status,
+    )

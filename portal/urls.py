@@ -1,10 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from connections.views import home
 from portal import views
 
 urlpatterns = [
+    path("", home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("connections/", include("connections.urls")),
 ]

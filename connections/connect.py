@@ -1,0 +1,401 @@
+"""The connect and admin-consent flows (architecture flows 1 and 2), apart from HTTP.
+
+`start_*` records an authorization attempt and returns where to send the browser; `complete`
+takes the callback's parameters and either stores a connection or raises `FlowError`, which
+says what happened and what to do, and leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django.db import transaction
+from django.utils import timezone
+
+from connections import audit, identity, idtoken
+from connections.clouds import is_guid
+from connections.identity import FailureClass, IdentityError
+from connections.models import AuditEvent, AuthorizationAttempt, Connection, EntraApp
+from connections.scopes import OIDC_SCOPES
+
+
+@dataclass
+class FlowError(Exception):
+    """A callback that ends without a connection. `kind` picks the page's advice."""
+
+    kind: str  # bad_state | cancelled | consent | redirect_uri | mfa | no_refresh_token |
+    #             invalid_id_token | already_connected | app_credentials | code_used | other
+    message: str
+    code: str = ""
+    trace_id: str = ""
+    description: str = ""
+    status: int = 400
+    app: EntraApp | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _new_attempt(user, app: EntraApp, kind: str, return_path: str) -> AuthorizationAttempt:
+    now = timezone.now()
+    code_flow = kind == AuthorizationAttempt.Kind.CONNECT
+    return AuthorizationAttempt.objects.create(
+        state=secrets.token_urlsafe(32),  # 256 bits
+        code_verifier=secrets.token_urlsafe(64) if code_flow else "",  # 86 chars (43 to 128)
+        nonce=secrets.token_urlsafe(24) if code_flow else "",
+        kind=kind,
+        user=user,
+        app=app,
+        return_path=return_path,
+        created_at=now,
+        expires_at=now + timedelta(seconds=AuthorizationAttempt.LIFETIME_SECONDS),
+    )
+
+
+def start_connect(user, app: EntraApp, return_path: str = "/", prompt: str | None = None) -> str:
+    attempt = _new_attempt(user, app, AuthorizationAttempt.Kind.CONNECT, return_path)
+    return identity.authorization_url(
+        app.authorize_url,
+        app.client_id,
+        app.redirect_uri,
+        app.requested_scopes,
+        attempt.state,
+        attempt.code_verifier,
+        nonce=attempt.nonce,
+        prompt=prompt if prompt is not None else app.default_prompt,
+        response_mode=app.response_mode,
+    )
+
+
+def start_admin_consent(user, app: EntraApp, return_path: str = "/") -> str:
+    attempt = _new_attempt(user, app, AuthorizationAttempt.Kind.ADMIN_CONSENT, return_path)
+    query = urlencode(
+        {
+            "client_id": app.client_id,
+            "scope": app.app_only_scope,
+            "redirect_uri": app.redirect_uri,
+            "state": attempt.state,
+        }
+    )
+    return f"{app.admin_consent_url}?{query}"
+
+
+# --- the callback ------------------------------------------------------------------------------
+
+_AADSTS = re.compile(r"^AADSTS(\d+)")
+
+
+def _claim(user, state: str) -> AuthorizationAttempt:
+    """The pending attempt named by `state`, marked used so it can never be used again."""
+    attempt = (
+        AuthorizationAttempt.objects.select_related("app", "app__tenant")
+        .filter(state=state)
+        .first()
+        if state
+        else None
+    )
+    if attempt is None or attempt.user_id != user.pk:
+        raise FlowError("bad_state", "This sign-in link is unknown or belongs to someone else.")
+    if attempt.used_at is not None:
+        raise FlowError("bad_state", "This sign-in was already completed: it can be used once.")
+    if attempt.expires_at <= timezone.now():
+        raise FlowError("bad_state", "This sign-in took longer than ten minutes and expired.")
+    claimed = AuthorizationAttempt.objects.filter(pk=attempt.pk, used_at__isnull=True).update(
+        used_at=timezone.now()
+    )
+    if not claimed:  # a concurrent request with the same state won
+        raise FlowError("bad_state", "This sign-in was already completed: it can be used once.")
+    return attempt
+
+
+def _authorize_error(params: dict[str, str], app: EntraApp) -> FlowError:
+    error = params.get("error", "")
+    description = params.get("error_description", "")
+    # The authorize redirect carries no error_codes: the AADSTS number that starts
+    # error_description is the only code there is, so it refines what `error` says.
+    match = _AADSTS.match(description)
+    code = int(match.group(1)) if match else None
+    trace = re.search(r"Trace ID: ([0-9a-fA-F-]+)", description)
+    common = {
+        "code": f"AADSTS{code}" if code else error,
+        "trace_id": trace.group(1) if trace else "",
+        "description": description,
+        "app": app,
+    }
+    if code in (50011, 500113):
+        return FlowError(
+            "redirect_uri", "The app's redirect URI is not registered in Azure.", **common
+        )
+    if code in (65001, 90094, 90095) or error == "consent_required":
+        return FlowError("consent", "Permission to these data needs consent first.", **common)
+    if error == "access_denied" or code == 65004:
+        return FlowError("cancelled", "You cancelled the sign-in; nothing was connected.", **common)
+    if code in (50076, 50079, 53003) or error in ("interaction_required", "login_required"):
+        return FlowError(
+            "mfa",
+            "Your organisation requires another step (multi-factor authentication or a "
+            "Conditional Access policy) that this sign-in did not complete.",
+            **common,
+        )
+    return FlowError("other", "Microsoft could not complete the sign-in.", **common)
+
+
+def _token_error(exc: IdentityError, app: EntraApp) -> FlowError:
+    common = {
+        "code": exc.aadsts,
+        "trace_id": exc.trace_id,
+        "description": exc.description,
+        "app": app,
+    }
+    if exc.code == 54005:
+        return FlowError("code_used", "This sign-in code was already used.", **common)
+    if exc.code in (50011, 500113):
+        return FlowError("redirect_uri", "The app's redirect URI does not match Azure's.", **common)
+    klass = exc.failure_class
+    if klass == FailureClass.APP_CREDENTIALS:
+        return FlowError("app_credentials", exc.explanation, **common)
+    if klass == FailureClass.CONSENT:
+        return FlowError("consent", exc.explanation, **common)
+    if exc.code in (50076, 50079, 53003):
+        return FlowError("mfa", exc.explanation, **common)
+    if klass == FailureClass.TRANSIENT:
+        return FlowError("other", exc.explanation, status=503, **common)
+    return FlowError("other", exc.explanation, **common)
+
+
+def _fail(attempt: AuthorizationAttempt, error: FlowError, user) -> FlowError:
+    attempt.outcome = (
+        AuthorizationAttempt.Outcome.CANCELLED
+        if error.kind == "cancelled"
+        else AuthorizationAttempt.Outcome.FAILED
+    )
+    attempt.error = error.kind
+    attempt.error_code = error.code[:20]
+    attempt.error_description = error.description or error.message
+    attempt.trace_id = error.trace_id[:64]
+    attempt.save(update_fields=["outcome", "error", "error_code", "error_description", "trace_id"])
+    kind = (
+        AuditEvent.Kind.CONSENT_FAILED
+        if attempt.kind == AuthorizationAttempt.Kind.ADMIN_CONSENT
+        else AuditEvent.Kind.CONNECT_FAILED
+    )
+    audit.record(
+        kind,
+        f"{error.message} {error.code}".strip(),
+        app=attempt.app,
+        actor=user,
+        reason=error.kind,
+        trace_id=error.trace_id,
+    )
+    return error
+
+
+def complete(user, params: dict[str, str]) -> tuple[AuthorizationAttempt, Connection]:
+    attempt = _claim(user, params.get("state", ""))
+    app = attempt.app
+    try:
+        if params.get("error"):
+            raise _authorize_error(params, app)
+        if attempt.kind == AuthorizationAttempt.Kind.ADMIN_CONSENT:
+            connection = _complete_admin_consent(attempt, params, user)
+        else:
+            connection = _complete_connect(attempt, params, user)
+    except FlowError as error:
+        raise _fail(attempt, error, user) from None
+    attempt.outcome = AuthorizationAttempt.Outcome.SUCCEEDED
+    attempt.connection = connection
+    attempt.save(update_fields=["outcome", "connection"])
+    return attempt, connection
+
+
+def _with_each_secret(app: EntraApp, call):
+    """Try the newest unexpired secret, then older ones if Microsoft rejects the secret."""
+    secrets_ = app.usable_secrets
+    if not secrets_:
+        raise FlowError(
+            "app_credentials",
+            "The app has no unexpired client secret: a tenant administrator must add one.",
+            app=app,
+        )
+    last: IdentityError | None = None
+    for secret in secrets_:
+        try:
+            return call(secret.value)
+        except IdentityError as exc:
+            if exc.failure_class != FailureClass.APP_CREDENTIALS:
+                raise _token_error(exc, app) from None
+            last = exc
+    raise _token_error(last, app)
+
+
+def _granted(token: dict) -> list[str]:
+    scope = token.get("scope") or []
+    return scope.split() if isinstance(scope, str) else list(scope)
+
+
+def _complete_connect(attempt: AuthorizationAttempt, params: dict[str, str], user) -> Connection:
+    app = attempt.app
+    code = params.get("code", "")
+    if not code:
+        raise FlowError("other", "Microsoft's answer carried no authorization code.", app=app)
+    token = _with_each_secret(
+        app,
+        lambda secret: identity.exchange_code(
+            app.token_url, app.client_id, secret, code, app.redirect_uri, attempt.code_verifier
+        ),
+    )
+    if not token.get("refresh_token"):
+        raise FlowError(
+            "no_refresh_token",
+            "Microsoft granted no refresh token: offline_access was not granted, so the "
+            "connection would die within the hour. Add offline_access to the app's API "
+            "permissions in Azure and connect again.",
+            app=app,
+        )
+    try:
+        who = idtoken.validate(app, token.get("id_token", ""), attempt.nonce)
+    except idtoken.InvalidIdToken as exc:
+        raise FlowError(
+            "invalid_id_token", f"The sign-in could not be verified: {exc}.", app=app
+        ) from None
+    return _store_connection(app, user, who, token)
+
+
+def _store_connection(app: EntraApp, user, who: idtoken.Identity, token: dict) -> Connection:
+    now = timezone.now()
+    with transaction.atomic():
+        connection = (
+            Connection.objects.select_for_update()
+            .filter(app=app, ms_tenant_id=who.tenant_id, ms_object_id=who.object_id)
+            .first()
+        )
+        if (
+            connection is not None
+            and connection.user_id not in (None, user.pk)
+            and connection.status != Connection.Status.REVOKED
+        ):
+            raise FlowError(
+                "already_connected",
+                f"The Microsoft account {who.username or who.object_id} is already connected "
+                "by another member of your organisation. Ask them to disconnect it first.",
+                app=app,
+            )
+        created = connection is None
+        connection = connection or Connection(
+            app=app, ms_tenant_id=who.tenant_id, ms_object_id=who.object_id
+        )
+        connection.user = user
+        connection.kind = Connection.Kind.DELEGATED
+        connection.display_name = who.name[:256]
+        connection.user_principal_name = who.username[:256]
+        connection.email = who.email[:256]
+        _apply_token(connection, token, now)
+        connection.save()
+        audit.record(
+            AuditEvent.Kind.CONNECTED,
+            f"{'Connected' if created else 'Reconnected'} {who.username or who.object_id}.",
+            connection=connection,
+            actor=user,
+            granted_scopes=connection.granted_scopes,
+        )
+    return connection
+
+
+def _apply_token(connection: Connection, token: dict, now) -> None:
+    expires_in = int(token.get("expires_in") or 3600)
+    connection.access_token = token["access_token"]
+    connection.access_token_expires_at = now + timedelta(seconds=expires_in)
+    if token.get("refresh_token"):
+        connection.refresh_token = token["refresh_token"]
+        connection.refresh_token_updated_at = now
+    connection.last_refreshed_at = now
+    granted = _granted(token)
+    if granted:
+        connection.granted_scopes = " ".join(granted)
+    connection.status = Connection.Status.ACTIVE
+    connection.status_reason = ""
+    connection.failure_streak = 0
+
+
+def missing_scopes(app: EntraApp, granted_scopes: str) -> list[str]:
+    """Requested scopes Microsoft did not grant (offline_access is never listed by Microsoft,
+    so its absence is not reported; a refresh token proves it)."""
+    graph_prefix = app.hosts.graph.lower() + "/"
+    granted = {s.lower().removeprefix(graph_prefix) for s in granted_scopes.split()}
+    return [
+        s
+        for s in app.scope_list
+        if s.lower() not in OIDC_SCOPES and s.lower().removeprefix(graph_prefix) not in granted
+    ]
+
+
+# --- admin consent -------------------------------------------------------------------------------
+
+
+def _complete_admin_consent(
+    attempt: AuthorizationAttempt, params: dict[str, str], user
+) -> Connection:
+    app = attempt.app
+    tenant_id = params.get("tenant", "").lower()
+    if params.get("admin_consent", "").lower() != "true" or not tenant_id:
+        raise FlowError("other", "Microsoft's answer did not confirm admin consent.", app=app)
+    pinned = app.credential_tenant if is_guid(app.credential_tenant or "") else None
+    if pinned and pinned != tenant_id:
+        raise FlowError(
+            "other",
+            f"Consent came from tenant {tenant_id}, not the app's tenant {pinned}.",
+            app=app,
+        )
+    # Never trust `tenant` from the redirect alone (reference §5): a token request proves it.
+    token = _with_each_secret(
+        app,
+        lambda secret: identity.app_token(
+            app.token_url_for(tenant_id), app.client_id, secret, app.app_only_scope
+        ),
+    )
+    now = timezone.now()
+    with transaction.atomic():
+        connection, _ = Connection.objects.select_for_update().get_or_create(
+            app=app,
+            ms_tenant_id=tenant_id,
+            ms_object_id="",
+            defaults={"kind": Connection.Kind.APPLICATION, "user": user},
+        )
+        connection.kind = Connection.Kind.APPLICATION
+        connection.display_name = f"{app.name} (app-only)"
+        _apply_token(connection, token, now)
+        connection.granted_scopes = params.get("scope", app.app_only_scope)
+        connection.save()
+        audit.record(
+            AuditEvent.Kind.CONSENT_GRANTED,
+            f"Admin consent granted in tenant {tenant_id} and verified with a token request.",
+            connection=connection,
+            actor=user,
+        )
+    return connection
+
+
+# --- disconnect ----------------------------------------------------------------------------------
+
+
+def disconnect(connection: Connection, user) -> None:
+    """Delete the tokens (no ciphertext is left), keep the row and its history."""
+    with transaction.atomic():
+        Connection.objects.filter(pk=connection.pk).update(
+            access_token=None,
+            refresh_token=None,
+            access_token_expires_at=None,
+            status=Connection.Status.REVOKED,
+            status_reason=f"Disconnected by {user} on {timezone.now():%Y-%m-%d %H:%M} UTC.",
+            updated_at=timezone.now(),
+        )
+        audit.record(
+            AuditEvent.Kind.DISCONNECTED,
+            f"Disconnected {connection.user_principal_name or connection.ms_object_id}.",
+            connection=connection,
+            actor=user,
+        )
