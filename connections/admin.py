@@ -9,6 +9,7 @@ from connections import audit, credentials
 from connections.forms import ClientSecretForm
 from connections.models import (
     AuditEvent,
+    AuthorizationAttempt,
     ClientSecret,
     Connection,
     EntraApp,
@@ -340,3 +341,39 @@ class AuditEventAdmin(TenantScopedAdmin):
 
 admin.site.site_header = "Graphport administration"
 admin.site.site_title = "Graphport"
+
+
+@admin.register(AuthorizationAttempt)
+class AuthorizationAttemptAdmin(TenantScopedAdmin):
+    tenant_lookup = "app__tenant"
+    tenant_admin_can_add = tenant_admin_can_change = tenant_admin_can_delete = False
+    list_display = ["created_at", "kind", "user", "app", "outcome", "error_code", "error"]
+    list_filter = ["outcome", "kind"]
+    list_select_related = ["user", "app"]
+    search_fields = ["user__username", "error_code", "trace_id", "app__client_id"]
+    fields = [
+        "kind",
+        "user",
+        "app",
+        "outcome",
+        "error",
+        "error_code",
+        "error_description",
+        "trace_id",
+        "connection",
+        "return_path",
+        "created_at",
+        "expires_at",
+        "used_at",
+    ]
+    readonly_fields = fields
+    show_full_result_count = False
+
+    def has_add_permission(self, request, *args) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+from connections import member_admin  # noqa: E402,F401  (registers the Member admin)

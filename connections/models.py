@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import date
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
@@ -479,3 +480,12 @@ class AuthorizationAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} by {self.user} ({self.get_outcome_display()})"
+
+
+class Member(User):
+    """A portal login seen from a tenant: the admin's way for tenant administrators to manage
+    the people of their own organisation without touching Django's user admin."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "member"

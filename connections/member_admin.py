@@ -1,0 +1,130 @@
+"""Members in the admin: a tenant administrator adds and manages the people of their tenant."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.contrib.auth.forms import SetPasswordMixin
+from django.db import transaction
+
+from connections.models import Member, Membership, Tenant
+from portal.tenancy import TenantScopedAdmin, admin_tenant
+
+
+class MemberForm(SetPasswordMixin, forms.ModelForm):
+    tenant = forms.ModelChoiceField(queryset=Tenant.objects.all())
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+    password1, password2 = SetPasswordMixin.create_password_fields()
+
+    class Meta:
+        model = Member
+        fields = ("username", "first_name", "last_name", "email", "is_active")
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        tenant = admin_tenant(request.user) if request else None
+        if tenant is not None:
+            self.fields["tenant"].queryset = Tenant.objects.filter(pk=tenant.pk)
+            self.fields["tenant"].initial = tenant
+            self.fields["tenant"].empty_label = None
+        membership = getattr(self.instance, "membership", None) if self.instance.pk else None
+        if membership:
+            self.fields["tenant"].initial = membership.tenant
+            self.fields["role"].initial = membership.role
+        if self.instance.pk:  # an existing member keeps the password unless a new one is set
+            self.fields["password1"].required = self.fields["password2"].required = False
+        self.fields["email"].required = True
+        self.fields["email"].help_text = "Password-reset mails go here."
+
+    def clean(self):
+        cleaned = super().clean()
+        self.validate_passwords()
+        return cleaned
+
+    def _post_clean(self):
+        super()._post_clean()
+        self.validate_password_for_user(self.instance)
+
+    @transaction.atomic
+    def save(self, commit=True):
+        user = super().save(commit=False)
+        if self.cleaned_data.get("password1"):
+            user.set_password(self.cleaned_data["password1"])
+        role = self.cleaned_data["role"]
+        # Tenant administrators work in the admin; members never do. Nobody here becomes a
+        # superuser: only operators make operators.
+        user.is_staff = role == Membership.Role.ADMIN
+        user.save()
+        Membership.objects.update_or_create(
+            user=user, defaults={"tenant": self.cleaned_data["tenant"], "role": role}
+        )
+        return user
+
+    def save_m2m(self):
+        pass
+
+
+class MemberAdmin(TenantScopedAdmin):
+    tenant_lookup = "membership__tenant"
+    form = MemberForm
+    list_display = [
+        "username",
+        "email",
+        "full_name",
+        "role",
+        "tenant_name",
+        "is_active",
+        "last_login",
+    ]
+    list_filter = ["membership__role", "is_active"]
+    list_select_related = ["membership", "membership__tenant"]
+    search_fields = ["username", "email", "first_name", "last_name"]
+    fieldsets = [
+        (None, {"fields": ["username", "email", "first_name", "last_name"]}),
+        ("Organisation", {"fields": ["tenant", "role", "is_active"]}),
+        (
+            "Password",
+            {
+                "fields": ["password1", "password2"],
+                "description": "Set it for a new member; leave empty to keep it.",
+            },
+        ),
+    ]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+
+        class RequestForm(form):
+            def __init__(self, *args, **inner):
+                super().__init__(*args, request=request, **inner)
+
+        return RequestForm
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if not request.user.is_superuser:
+            # Operators are not members of a tenant; never list or edit them here.
+            queryset = queryset.filter(is_superuser=False)
+        return queryset
+
+    @admin.display(description="Name")
+    def full_name(self, obj: Member) -> str:
+        return obj.get_full_name()
+
+    @admin.display(description="Role", ordering="membership__role")
+    def role(self, obj: Member) -> str:
+        membership = getattr(obj, "membership", None)
+        return membership.get_role_display() if membership else "—"
+
+    @admin.display(description="Tenant", ordering="membership__tenant__name")
+    def tenant_name(self, obj: Member) -> str:
+        membership = getattr(obj, "membership", None)
+        return membership.tenant.name if membership else "—"
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and obj.pk == request.user.pk:
+            return False  # an administrator cannot delete their own login
+        return super().has_delete_permission(request, obj)
+
+
+admin.site.register(Member, MemberAdmin)
