@@ -193,4 +193,8 @@ def add_consent(world: World, spec: dict[str, Any]) -> None:
         if user is None:
             raise ScenarioError(f"consent names unknown user {spec['user']!r}")
         user_id = user.id
-    world.directory.grant(tenant.id, spec["client_id"], user_id, set(spec.get("scopes", [])))
+    scopes = set(spec.get("scopes") or [])
+    app = world.directory.apps.get(spec["client_id"])
+    if user_id is None and not scopes and app is not None:
+        scopes = set(app.application_permissions)  # admin consent grants what the app asks for
+    world.directory.grant(tenant.id, spec["client_id"], user_id, scopes)

@@ -124,10 +124,10 @@ def check_assertion(emu: Emulator, app: App, tenant_ref: str, form: dict[str, st
 
 
 def token_response(emu: Emulator, grant: Grant, scopes: list[str], refresh: str | None,
-                   nonce: str | None = None) -> dict[str, Any]:
+                   nonce: str | None = None, oidc: list[str] | None = None) -> dict[str, Any]:
     at = emu.tokens.new_access(grant.tenant_id, grant.user_id, grant.client_id, scopes, [])
     lifetime = int(at.expires_at - at.issued_at)
-    oidc = [s for s in grant.oidc if s != "offline_access"]
+    oidc = [s for s in (grant.oidc if oidc is None else oidc) if s != "offline_access"]
     body: dict[str, Any] = {
         "token_type": "Bearer",
         "scope": " ".join([*scopes, *oidc]),
@@ -137,7 +137,7 @@ def token_response(emu: Emulator, grant: Grant, scopes: list[str], refresh: str 
     }
     if refresh is not None:
         body["refresh_token"] = refresh
-    if "openid" in grant.oidc:
+    if "openid" in oidc:
         body["id_token"] = emu.id_token(grant, nonce)
     return body
 
@@ -152,6 +152,7 @@ def authorization_code(emu: Emulator, app: App, form: dict[str, str]) -> dict[st
 def refresh_token(emu: Emulator, app: App, form: dict[str, str]) -> dict[str, Any]:
     grant, old = emu.tokens.use_refresh(app.client_id, form.get("refresh_token", ""))
     scopes = grant.graph_scopes
+    oidc = None
     if form.get("scope"):
         wanted = scope_rules.parse(form["scope"], emu.world.graph_base)
         if wanted.graph and not set(wanted.graph) <= set(grant.graph_scopes):
@@ -161,7 +162,8 @@ def refresh_token(emu: Emulator, app: App, form: dict[str, str]) -> dict[str, An
                            f"for {' '.join(missing)}. Send an interactive authorization request "
                            "for this user and resource.", suberror="consent_required")
         scopes = wanted.graph or grant.graph_scopes
-    return token_response(emu, grant, scopes, emu.tokens.rotate(grant, old))
+        oidc = [s for s in wanted.oidc if s in grant.oidc]
+    return token_response(emu, grant, scopes, emu.tokens.rotate(grant, old), oidc=oidc)
 
 
 def client_credentials(emu: Emulator, app: App, tenant_ref: str,
