@@ -1,0 +1,126 @@
+"""Directory: the signed-in user, users and groups with delta (app-only needs admin consent)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from emulator.delta import delta_response, list_response
+from emulator.errors import GraphError, directory_denied
+from emulator.paging import Cursor, project
+from emulator.store import Item
+
+if TYPE_CHECKING:
+    from emulator.graph import Call, Reply
+
+S = r"\{s\}"
+ROUTES: list[tuple[str, str, Callable[[Call], Awaitable[Reply]], str]] = []
+USERS = {"user.read.all", "user.readbasic.all", "user.readwrite.all", "directory.read.all",
+         "directory.readwrite.all"}
+GROUPS = {"group.read.all", "group.readwrite.all", "groupmember.read.all", "directory.read.all",
+          "directory.readwrite.all"}
+
+
+def r(method: str, pattern: str, family: str = "directory") -> Callable[[Any], Any]:
+    def register(handler: Callable[[Call], Awaitable[Reply]]) -> Any:
+        ROUTES.append((method, pattern, handler, family))
+        return handler
+
+    return register
+
+
+def require(call: Call, perms: set[str]) -> None:
+    token = call.token
+    granted = {s.lower() for s in (token.scopes if token.user_id else token.roles)}
+    if not granted & perms:
+        raise directory_denied()
+
+
+@r("GET", S, "profile")
+async def get_user(call: Call) -> Reply:
+    from emulator.graph import Reply
+
+    user = call.subject
+    assert user is not None
+    if call.token.user_id != user.id:
+        require(call, USERS)
+    item = call.emu.world.users_collection(user.tenant_id).get_by_id(user.id) or user.graph()
+    body = project(item, call.select())
+    if call.subject_prefix != "me" or call.select():
+        suffix = f"({','.join(call.select() or [])})" if call.select() else ""
+        body = {"@odata.context": f"{call.base}/$metadata#users{suffix}/$entity", **body}
+    return Reply(200, body)
+
+
+@r("GET", "users")
+async def list_users(call: Call) -> Reply:
+    require(call, USERS)
+    coll = call.emu.world.users_collection(call.token.tenant_id)
+    return list_response(call, [coll], "users", 100, 999)
+
+
+@r("GET", "users/delta")
+async def users_delta(call: Call) -> Reply:
+    require(call, USERS)
+    coll = call.emu.world.users_collection(call.token.tenant_id)
+    if call.query.get("$deltatoken") == "latest":
+        call.query["token"] = "latest"
+    return delta_response(call, coll, "users", 100, 999)
+
+
+def group_shape(item: Item, cur: Cursor) -> Item:
+    out = project(item, cur.s)
+    if cur.m == "d" and "_members_delta" in item:
+        out["members@delta"] = item["_members_delta"]
+    else:
+        out["members@delta"] = [{"@odata.type": "#microsoft.graph.user", "id": m}
+                                for m in item.get("_members", [])]
+    return out
+
+
+@r("GET", "groups")
+async def list_groups(call: Call) -> Reply:
+    require(call, GROUPS)
+    coll = call.emu.world.groups_collection(call.token.tenant_id)
+    return list_response(call, [coll], "groups", 100, 999)
+
+
+@r("GET", "groups/delta")
+async def groups_delta(call: Call) -> Reply:
+    require(call, GROUPS)
+    coll = call.emu.world.groups_collection(call.token.tenant_id)
+    return delta_response(call, coll, "groups", 100, 999, shape=group_shape)
+
+
+@r("GET", "groups/(?P<id>[^/]+)")
+async def get_group(call: Call) -> Reply:
+    from emulator.graph import Reply
+
+    require(call, GROUPS)
+    item = call.emu.world.groups_collection(call.token.tenant_id).get_by_id(call.match["id"])
+    if item is None:
+        raise GraphError(404, "Request_ResourceNotFound",
+                         f"Resource '{call.match['id']}' does not exist or one of its queried "
+                         "reference-property objects are not present.")
+    return Reply(200, {"@odata.context": f"{call.base}/$metadata#groups/$entity",
+                       **project(item, call.select())})
+
+
+@r("GET", "groups/(?P<id>[^/]+)/members")
+async def group_members(call: Call) -> Reply:
+    from emulator.graph import Reply
+
+    require(call, GROUPS)
+    world = call.emu.world
+    item = world.groups_collection(call.token.tenant_id).get_by_id(call.match["id"])
+    if item is None:
+        raise GraphError(404, "Request_ResourceNotFound",
+                         f"Resource '{call.match['id']}' does not exist.")
+    users = world.users_collection(call.token.tenant_id)
+    value = []
+    for member in item.get("_members", []):
+        found = users.get_by_id(member)
+        if found is not None:
+            value.append({"@odata.type": "#microsoft.graph.user", **project(found, call.select())})
+    return Reply(200, {"@odata.context": f"{call.base}/$metadata#directoryObjects",
+                       "value": value})
