@@ -151,7 +151,7 @@ class Subscriptions:
         if expires <= time.time():
             raise bad_request("Subscription expiration date must be in the future.",
                               "InvalidRequest")
-        if expires > time.time() + limit * 60 + 60:
+        if expires > time.time() + limit * 60 + 5:
             raise bad_request(f"Subscription expiration can only be {limit} minutes in the future.",
                               "InvalidRequest")
         return expires
