@@ -7,8 +7,9 @@ same scenario serve byte-identical mailboxes, and generating an item is a few st
 from __future__ import annotations
 
 import base64
+import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emulator.store import Collection, Item, ItemKind
 
@@ -42,8 +43,18 @@ def mix(*parts: int) -> int:
     return x
 
 
+@functools.lru_cache(maxsize=4096)
+def _day(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+
+
 def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    # Hot path of page generation: the date part is cached, the time part is arithmetic.
+    whole = int(ts)
+    day, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{_day(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}Z"
 
 
 def iso7(ts: float) -> str:
@@ -70,16 +81,26 @@ class Owner:
     base_time: float
     folder_id: str = ""
     drive_id: str = ""
+    key: int = field(init=False)
 
-    @property
-    def key(self) -> int:
-        return mix(self.seed, stable_int(self.user_id))
+    def __post_init__(self) -> None:
+        self.key = mix(self.seed, stable_int(self.user_id))
+
+
+@functools.lru_cache(maxsize=8192)
+def _person(first: str, last: str, dom: str) -> tuple[str, str]:
+    return f"{first} {last}", f"{first}.{last}@{dom}".lower()
 
 
 def person(h: int, domain: str) -> dict[str, dict[str, str]]:
-    first, last = FIRST[h % len(FIRST)], LAST[(h >> 8) % len(LAST)]
     dom = domain if (h >> 16) % 3 else EXTERNAL[(h >> 20) % len(EXTERNAL)]
-    return {"emailAddress": {"name": f"{first} {last}", "address": f"{first}.{last}@{dom}".lower()}}
+    name, address = _person(FIRST[h % len(FIRST)], LAST[(h >> 8) % len(LAST)], dom)
+    return {"emailAddress": {"name": name, "address": address}}
+
+
+@functools.lru_cache(maxsize=256)
+def _text(a: int, b: int, c: int) -> str:
+    return " ".join((SENTENCES[a], SENTENCES[b], SENTENCES[c]))
 
 
 def _change_key(h: int, version: int) -> str:
@@ -96,7 +117,8 @@ class MessageKind(ItemKind):
         sender = person(h, o.domain)
         topic = TOPICS[(h >> 24) % len(TOPICS)]
         received = o.base_time - pos * 1800 - (h >> 32) % 1500
-        text = " ".join(SENTENCES[(h >> (5 * i)) % len(SENTENCES)] for i in range(3))
+        n = len(SENTENCES)
+        text = _text(h % n, (h >> 5) % n, (h >> 10) % n)
         ck = _change_key(h, 1)
         item_id = coll.id_of(pos)
         return {

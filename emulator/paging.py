@@ -52,6 +52,8 @@ class Cursor:
 def project(item: Item, select: list[str] | None, odata_type: str | None = None) -> Item:
     """Apply `$select` the way Graph does: id and etag always come along."""
     if select is None:
+        if odata_type is None and "_members" not in item:
+            return item  # the hot path of big pages: no copy (callers never mutate it)
         out = {k: v for k, v in item.items() if k[0] != "_"}
     else:
         out = {k: item[k] for k in select if k in item}
