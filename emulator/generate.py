@@ -13,16 +13,76 @@ from dataclasses import dataclass, field
 
 from emulator.store import Collection, Item, ItemKind
 
-FIRST = ["Adele", "Alex", "Diego", "Isaiah", "Johanna", "Lee", "Lidia", "Lynne", "Megan", "Miriam",
-         "Nestor", "Patti", "Pradeep", "Grady", "Henrietta", "Irvin", "Joni", "Allan", "Debra", "Enrico"]
-LAST = ["Vance", "Wilber", "Sicilian", "Richardson", "Lanier", "Gu", "Holloway", "Robbins", "Bowen",
-        "Graham", "Wilke", "Fernandez", "Gupta", "Archie", "Harris", "Bellamy", "Sherman", "Deyoung",
-        "Berger", "Catteneo"]
-TOPICS = ["Quarterly review", "Budget draft", "Team offsite", "Customer escalation", "Release notes",
-          "Holiday hours update", "Contract renewal", "Security training", "Weekly sync",
-          "Design feedback", "Invoice", "Hiring plan", "Roadmap", "Board deck", "Travel itinerary"]
-PLACES = ["Conf Room Adams", "Conf Room Baker", "Building 4 Cafe", "Microsoft Teams Meeting",
-          "Chapel of Saint Ignatius", "Lab 2", "Online"]
+FIRST = [
+    "Adele",
+    "Alex",
+    "Diego",
+    "Isaiah",
+    "Johanna",
+    "Lee",
+    "Lidia",
+    "Lynne",
+    "Megan",
+    "Miriam",
+    "Nestor",
+    "Patti",
+    "Pradeep",
+    "Grady",
+    "Henrietta",
+    "Irvin",
+    "Joni",
+    "Allan",
+    "Debra",
+    "Enrico",
+]
+LAST = [
+    "Vance",
+    "Wilber",
+    "Sicilian",
+    "Richardson",
+    "Lanier",
+    "Gu",
+    "Holloway",
+    "Robbins",
+    "Bowen",
+    "Graham",
+    "Wilke",
+    "Fernandez",
+    "Gupta",
+    "Archie",
+    "Harris",
+    "Bellamy",
+    "Sherman",
+    "Deyoung",
+    "Berger",
+    "Catteneo",
+]
+TOPICS = [
+    "Quarterly review",
+    "Budget draft",
+    "Team offsite",
+    "Customer escalation",
+    "Release notes",
+    "Holiday hours update",
+    "Contract renewal",
+    "Security training",
+    "Weekly sync",
+    "Design feedback",
+    "Invoice",
+    "Hiring plan",
+    "Roadmap",
+    "Board deck",
+    "Travel itinerary",
+]
+PLACES = [
+    "Conf Room Adams",
+    "Conf Room Baker",
+    "Building 4 Cafe",
+    "Microsoft Teams Meeting",
+    "Chapel of Saint Ignatius",
+    "Lab 2",
+    "Online",
+]
 EXTERNAL = ["fabrikam.example", "tailspintoys.example", "northwind.example"]
 SENTENCES = [
     "Please find the latest figures attached and let me know if anything looks off.",
@@ -142,8 +202,8 @@ class MessageKind(ItemKind):
             "webLink": f"https://outlook.office365.com/owa/?ItemID={item_id}&exvsurl=1&viewmodel=ReadMessageItem",
             "body": {
                 "contentType": "html",
-                "content": "<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; "
-                f"charset=utf-8\"></head><body><p>{text}</p><p>{sender['emailAddress']['name']}"
+                "content": '<html><head><meta http-equiv="Content-Type" content="text/html; '
+                f'charset=utf-8"></head><body><p>{text}</p><p>{sender["emailAddress"]["name"]}'
                 "</p></body></html>",
             },
             "sender": sender,
@@ -186,8 +246,11 @@ class EventKind(ItemKind):
             "end": {"dateTime": iso7(end), "timeZone": "UTC"},
             "location": {"displayName": PLACES[(h >> 20) % len(PLACES)]},
             "attendees": [
-                {"type": "required", "status": {"response": "none", "time": "0001-01-01T00:00:00Z"},
-                 **person(h >> 4, o.domain)}
+                {
+                    "type": "required",
+                    "status": {"response": "none", "time": "0001-01-01T00:00:00Z"},
+                    **person(h >> 4, o.domain),
+                }
             ],
             "organizer": {"emailAddress": {"name": o.name, "address": o.address}},
             "isAllDay": False,
@@ -261,8 +324,9 @@ class DriveItemKind(ItemKind):
         }
         base_url = f"https://contoso-my.sharepoint.com/personal/{o.user_id[:8]}/Documents"
         if pos == 0:
-            item.update(name="root", root={}, size=0, folder={"childCount": folders - 1},
-                        webUrl=base_url)
+            item.update(
+                name="root", root={}, size=0, folder={"childCount": folders - 1}, webUrl=base_url
+            )
             del item["parentReference"]
             item["parentReference"] = {"driveId": o.drive_id, "driveType": "business"}
             return item
@@ -273,14 +337,21 @@ class DriveItemKind(ItemKind):
             return item
         parent = 1 + pos % (folders - 1) if folders > 1 else 0
         ext = ("docx", "xlsx", "pdf", "txt", "pptx")[h % 5]
-        mime = {"docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-                "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                "pdf": "application/pdf", "txt": "text/plain",
-                "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation"}
+        mime = {
+            "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "pdf": "application/pdf",
+            "txt": "text/plain",
+            "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        }
         name = f"{TOPICS[(h >> 5) % len(TOPICS)]} {pos}.{ext}"
         digest = base64.b64encode(mix(h, 3).to_bytes(8, "big") * 2 + b"\0\0\0\0").decode()
-        item.update(name=name, size=1024 + h % 2_000_000, webUrl=f"{base_url}/{name}",
-                    file={"mimeType": mime[ext], "hashes": {"quickXorHash": digest}})
+        item.update(
+            name=name,
+            size=1024 + h % 2_000_000,
+            webUrl=f"{base_url}/{name}",
+            file={"mimeType": mime[ext], "hashes": {"quickXorHash": digest}},
+        )
         item["parentReference"]["id"] = coll.id_of(parent)
         return item
 

@@ -84,9 +84,14 @@ class Page:
     delta_cursor: Cursor | None
 
 
-def delta_page(coll: Collection, cur: Cursor, size: int, keep: Keep = None,
-               shape: Callable[[Item, Cursor], Item] | None = None,
-               drive: bool = False) -> Page:
+def delta_page(
+    coll: Collection,
+    cur: Cursor,
+    size: int,
+    keep: Keep = None,
+    shape: Callable[[Item, Cursor], Item] | None = None,
+    drive: bool = False,
+) -> Page:
     """One page of a delta round; the last page carries the cursor of the next round."""
     odata_type = None if drive or coll.key.startswith("t:") else coll.kind.odata_type
     out: list[Item] = []
@@ -120,8 +125,9 @@ def check(coll: Collection, cur: Cursor, raw: str, invalid: set[str]) -> None:
         raise TokenInvalid(raw)
 
 
-def list_page(colls: list[Collection], start: tuple[int, int], size: int,
-              keep: Keep = None) -> tuple[list[Item], tuple[int, int] | None]:
+def list_page(
+    colls: list[Collection], start: tuple[int, int], size: int, keep: Keep = None
+) -> tuple[list[Item], tuple[int, int] | None]:
     """A plain (non-delta) listing over one or more collections, continuing at (index, pos)."""
     index, pos = start
     out: list[Item] = []

@@ -17,17 +17,25 @@ def token(emulator, relaxed_scope):
 
 
 def batch(emu, token, requests_):
-    return requests.post(f"{emu.graph_url}/v1.0/$batch", json={"requests": requests_},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return requests.post(
+        f"{emu.graph_url}/v1.0/$batch",
+        json={"requests": requests_},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
 
 
 def test_batch_returns_one_status_per_item(emulator, token):
-    response = batch(emulator, token, [
-        {"id": "1", "method": "GET", "url": "/me"},
-        {"id": "2", "method": "GET", "url": "/me/messages?$top=2&$select=subject"},
-        {"id": "3", "method": "GET", "url": "/groups"},
-        {"id": "4", "method": "GET", "url": "me/messages/nope"},
-    ])
+    response = batch(
+        emulator,
+        token,
+        [
+            {"id": "1", "method": "GET", "url": "/me"},
+            {"id": "2", "method": "GET", "url": "/me/messages?$top=2&$select=subject"},
+            {"id": "3", "method": "GET", "url": "/groups"},
+            {"id": "4", "method": "GET", "url": "me/messages/nope"},
+        ],
+    )
     assert response.status_code == 200
     by_id = {r["id"]: r for r in response.json()["responses"]}
     assert by_id["1"]["status"] == 200 and by_id["1"]["body"]["id"] == ADELE
@@ -38,16 +46,21 @@ def test_batch_returns_one_status_per_item(emulator, token):
 
 
 def test_batch_limits_and_depends_on(emulator, token):
-    too_many = batch(emulator, token, [{"id": str(i), "method": "GET", "url": "/me"}
-                                       for i in range(21)])
+    too_many = batch(
+        emulator, token, [{"id": str(i), "method": "GET", "url": "/me"} for i in range(21)]
+    )
     assert too_many.status_code == 400
     dup = batch(emulator, token, [{"id": "1", "method": "GET", "url": "/me"}] * 2)
     assert dup.status_code == 400
-    chain = batch(emulator, token, [
-        {"id": "1", "method": "GET", "url": "/me/messages/missing"},
-        {"id": "2", "dependsOn": ["1"], "method": "GET", "url": "/me"},
-        {"id": "3", "method": "GET", "url": "/me"},
-    ]).json()["responses"]
+    chain = batch(
+        emulator,
+        token,
+        [
+            {"id": "1", "method": "GET", "url": "/me/messages/missing"},
+            {"id": "2", "dependsOn": ["1"], "method": "GET", "url": "/me"},
+            {"id": "3", "method": "GET", "url": "/me"},
+        ],
+    ).json()["responses"]
     by_id = {r["id"]: r["status"] for r in chain}
     assert by_id == {"1": 404, "2": 424, "3": 200}
 
@@ -69,8 +82,9 @@ def test_batch_item_over_the_budget_is_429_with_its_own_retry_after(emulator, to
 def test_fifth_concurrent_request_on_a_mailbox_is_throttled(emulator, token):
     emulator.control.throttle_mailbox(CLIENT_ID, ADELE, latency_ms=400)
     with ThreadPoolExecutor(max_workers=6) as pool:
-        responses = list(pool.map(lambda _: graph_get(emulator, token, "me/messages?$top=1"),
-                                  range(6)))
+        responses = list(
+            pool.map(lambda _: graph_get(emulator, token, "me/messages?$top=1"), range(6))
+        )
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200, 200, 200, 200, 429, 429]
     throttled = next(r for r in responses if r.status_code == 429)
@@ -81,13 +95,15 @@ def test_fifth_concurrent_request_on_a_mailbox_is_throttled(emulator, token):
 
 
 def test_injected_faults_and_retry_after_as_http_date(emulator, token):
-    emulator.control.throttle_mailbox(CLIENT_ID, ADELE, rate_503=1.0, retry_after="date",
-                                      retry_after_seconds=5)
+    emulator.control.throttle_mailbox(
+        CLIENT_ID, ADELE, rate_503=1.0, retry_after="date", retry_after_seconds=5
+    )
     response = graph_get(emulator, token, "me/messages")
     assert response.status_code == 503
     assert email.utils.parsedate_to_datetime(response.headers["Retry-After"])
-    emulator.control.throttle_mailbox(CLIENT_ID, ADELE, rate_503=0, rate_429=1.0,
-                                      retry_after="seconds", retry_after_seconds=2.128)
+    emulator.control.throttle_mailbox(
+        CLIENT_ID, ADELE, rate_503=0, rate_429=1.0, retry_after="seconds", retry_after_seconds=2.128
+    )
     response = graph_get(emulator, token, "me/messages")
     assert response.status_code == 429 and response.headers["Retry-After"] == "2.128"
     counters = emulator.control.mailbox_counters(CLIENT_ID, ADELE)

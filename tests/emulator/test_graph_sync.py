@@ -40,15 +40,33 @@ def test_messages_list_honours_top_and_select(emulator, token):
     second = graph_get(emulator, token, body["@odata.nextLink"]).json()
     assert not {m["id"] for m in second["value"]} & {m["id"] for m in body["value"]}
     full = graph_get(emulator, token, "me/messages?$top=1").json()["value"][0]
-    for field in ("id", "changeKey", "receivedDateTime", "subject", "bodyPreview", "body", "from",
-                  "toRecipients", "conversationId", "internetMessageId", "parentFolderId",
-                  "isRead", "webLink", "importance", "categories"):
+    for field in (
+        "id",
+        "changeKey",
+        "receivedDateTime",
+        "subject",
+        "bodyPreview",
+        "body",
+        "from",
+        "toRecipients",
+        "conversationId",
+        "internetMessageId",
+        "parentFolderId",
+        "isRead",
+        "webLink",
+        "importance",
+        "categories",
+    ):
         assert field in full
 
 
 def test_message_delta_across_pages_with_changes_deletions_and_410(emulator, token):
-    items, delta_link, pages = follow(emulator, token, INBOX + "?$select=subject,isRead",
-                                      headers={"Prefer": "odata.maxpagesize=50"})
+    items, delta_link, pages = follow(
+        emulator,
+        token,
+        INBOX + "?$select=subject,isRead",
+        headers={"Prefer": "odata.maxpagesize=50"},
+    )
     assert len(items) == 120 and pages == 3
     assert items[0]["@odata.type"] == "#microsoft.graph.message"
     assert "$deltatoken=" in delta_link
@@ -81,24 +99,37 @@ def test_invalidating_all_delta_state_of_a_resource(emulator, token):
 
 def test_top_caps_at_1000_and_prefer_is_applied(emulator, token):
     emulator.control.add_items(ADELE, "messages", count=3, folder="sentitems")
-    response = graph_get(emulator, token, "me/mailFolders/sentitems/messages/delta",
-                         headers={"Prefer": "odata.maxpagesize=7"})
+    response = graph_get(
+        emulator,
+        token,
+        "me/mailFolders/sentitems/messages/delta",
+        headers={"Prefer": "odata.maxpagesize=7"},
+    )
     assert response.headers["Preference-Applied"] == "odata.maxpagesize=7"
     assert len(response.json()["value"]) == 7
 
 
 def test_calendar_view_delta_and_removed_events(emulator, token):
     window = "startDateTime=2024-12-01T00:00:00Z&endDateTime=2025-02-01T00:00:00Z"
-    events, delta_link, _ = follow(emulator, token, f"me/calendarView/delta?{window}",
-                                   headers={"Prefer": "odata.maxpagesize=10"})
+    events, delta_link, _ = follow(
+        emulator,
+        token,
+        f"me/calendarView/delta?{window}",
+        headers={"Prefer": "odata.maxpagesize=10"},
+    )
     assert events and all(e["@odata.type"] == "#microsoft.graph.event" for e in events)
     assert {"start", "end", "subject", "organizer", "iCalUId"} <= set(events[0])
     missing = graph_get(emulator, token, "me/calendarView/delta")
     assert missing.status_code == 400
     emulator.control.delete_item(ADELE, "events", events[0]["id"])
     changes, _, _ = follow(emulator, token, delta_link)
-    assert changes == [{"@odata.type": "#microsoft.graph.event", "id": events[0]["id"],
-                        "@removed": {"reason": "deleted"}}]
+    assert changes == [
+        {
+            "@odata.type": "#microsoft.graph.event",
+            "id": events[0]["id"],
+            "@removed": {"reason": "deleted"},
+        }
+    ]
 
 
 def test_contacts_delta(emulator, token):
@@ -128,8 +159,9 @@ def test_drive_delta_reports_deletions_with_the_deleted_facet(emulator, token):
 
 
 def test_big_mailboxes_are_cheap_and_deterministic(emulator, token):
-    emulator.control.add_user("contoso.example", upn="big.box@contoso.example",
-                              data={"messages": 50000})
+    emulator.control.add_user(
+        "contoso.example", upn="big.box@contoso.example", data={"messages": 50000}
+    )
     emulator.control.grant_consent("contoso.example", emulator.scenario["apps"][0]["client_id"])
     from tests.emulator.conftest import app_token
 

@@ -21,13 +21,21 @@ def expiry(minutes):
 
 
 def subscribe(emu, token, receiver, minutes=60, **extra):
-    body = {"changeType": "created,updated,deleted",
-            "notificationUrl": f"{receiver.url}/notify",
-            "lifecycleNotificationUrl": f"{receiver.url}/lifecycle",
-            "resource": "me/mailFolders('Inbox')/messages",
-            "expirationDateTime": expiry(minutes), "clientState": "s3cret", **extra}
-    return requests.post(f"{emu.graph_url}/v1.0/subscriptions", json=body,
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    body = {
+        "changeType": "created,updated,deleted",
+        "notificationUrl": f"{receiver.url}/notify",
+        "lifecycleNotificationUrl": f"{receiver.url}/lifecycle",
+        "resource": "me/mailFolders('Inbox')/messages",
+        "expirationDateTime": expiry(minutes),
+        "clientState": "s3cret",
+        **extra,
+    }
+    return requests.post(
+        f"{emu.graph_url}/v1.0/subscriptions",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
 
 
 def wait_for(predicate, timeout=3.0):
@@ -48,11 +56,13 @@ def test_create_validates_both_urls_then_renew_and_delete(emulator, token, recei
     assert sub["clientState"] == "s3cret" and sub["resource"] == "me/mailFolders('Inbox')/messages"
     url = f"{emulator.graph_url}/v1.0/subscriptions/{sub['id']}"
     headers = {"Authorization": f"Bearer {token}"}
-    renewed = requests.patch(url, json={"expirationDateTime": expiry(120)}, headers=headers,
-                             timeout=10)
+    renewed = requests.patch(
+        url, json={"expirationDateTime": expiry(120)}, headers=headers, timeout=10
+    )
     assert renewed.status_code == 200
-    too_long = requests.patch(url, json={"expirationDateTime": expiry(10081)}, headers=headers,
-                              timeout=10)
+    too_long = requests.patch(
+        url, json={"expirationDateTime": expiry(10081)}, headers=headers, timeout=10
+    )
     assert too_long.status_code == 400
     assert requests.delete(url, headers=headers, timeout=10).status_code == 204
     assert requests.get(url, headers=headers, timeout=10).status_code == 404
@@ -88,7 +98,10 @@ def test_lifecycle_events_go_to_the_lifecycle_url(emulator, token, receiver):
     sub = subscribe(emulator, token, receiver).json()
     for event in ("reauthorizationRequired", "missed", "subscriptionRemoved"):
         assert emulator.control.fire_lifecycle(sub["id"], event) == 202
-    events = [r["body"]["value"][0]["lifecycleEvent"] for r in receiver.received
-              if r["path"] == "/lifecycle"]
+    events = [
+        r["body"]["value"][0]["lifecycleEvent"]
+        for r in receiver.received
+        if r["path"] == "/lifecycle"
+    ]
     assert events == ["reauthorizationRequired", "missed", "subscriptionRemoved"]
     assert emulator.control.subscriptions()["subscriptions"] == []
