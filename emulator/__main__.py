@@ -18,7 +18,8 @@ DEMO = Path(__file__).parent / "scenarios" / "demo.json"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m emulator",
-        description="Local Microsoft identity platform + Microsoft Graph emulator.")
+        description="Local Microsoft identity platform + Microsoft Graph emulator.",
+    )
     parser.add_argument("--scenario", type=Path, default=DEMO, help="scenario JSON file")
     parser.add_argument("--login-port", type=int, default=5010, help="0 picks a free port")
     parser.add_argument("--graph-port", type=int, default=5011, help="0 picks a free port")

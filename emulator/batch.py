@@ -45,13 +45,14 @@ def split_url(url: str, version: str) -> tuple[str, dict[str, str]]:
     url = url.lstrip("/")
     for prefix in ("v1.0/", "beta/"):
         if url.startswith(prefix):
-            url = url[len(prefix):]
+            url = url[len(prefix) :]
     path, _, query = url.partition("?")
     return path, dict(parse_qsl(query, keep_blank_values=True))
 
 
-async def run_batch(emu: Emulator, version: str, body: Any, headers: dict[str, str],
-                    token: AccessToken) -> Reply:
+async def run_batch(
+    emu: Emulator, version: str, body: Any, headers: dict[str, str], token: AccessToken
+) -> Reply:
     try:
         requests = parse(body)
     except GraphError as err:
@@ -68,21 +69,40 @@ async def run_batch(emu: Emulator, version: str, body: Any, headers: dict[str, s
         for dep in deps:
             failed = (await run(dep))["status"] >= 400 or failed
         if failed:
-            err = GraphError(424, "FailedDependency", "The request failed because a request "
-                             "it depends on failed.")
-            result = {"id": item_id, "status": 424,
-                      "headers": {"Content-Type": "application/json"},
-                      "body": err.body("", headers.get("client-request-id"))}
+            err = GraphError(
+                424,
+                "FailedDependency",
+                "The request failed because a request it depends on failed.",
+            )
+            result = {
+                "id": item_id,
+                "status": 424,
+                "headers": {"Content-Type": "application/json"},
+                "body": err.body("", headers.get("client-request-id")),
+            }
         else:
             path, query = split_url(str(item["url"]), version)
             item_headers = {k.lower(): str(v) for k, v in (item.get("headers") or {}).items()}
-            reply = await dispatch(emu, str(item["method"]).upper(), version, path, query,
-                                   item_headers, item.get("body"), token, in_batch=True)
+            reply = await dispatch(
+                emu,
+                str(item["method"]).upper(),
+                version,
+                path,
+                query,
+                item_headers,
+                item.get("body"),
+                token,
+                in_batch=True,
+            )
             out_headers = dict(reply.headers)
             if reply.body is not None:
                 out_headers.setdefault("Content-Type", "application/json")
-            result = {"id": item_id, "status": reply.status, "headers": out_headers,
-                      "body": reply.body}
+            result = {
+                "id": item_id,
+                "status": reply.status,
+                "headers": out_headers,
+                "body": reply.body,
+            }
         done[item_id] = result
         return result
 

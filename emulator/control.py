@@ -17,8 +17,9 @@ class Control:
         self.http = session or requests.Session()
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        response = self.http.request(method, self.base + path, json=body, params=params or None,
-                                     timeout=30)
+        response = self.http.request(
+            method, self.base + path, json=body, params=params or None, timeout=30
+        )
         if response.status_code >= 400:
             raise ControlError(f"{method} {path}: {response.status_code} {response.text}")
         return response.json()
@@ -69,19 +70,30 @@ class Control:
         body = {"pem": pem, "thumbprint": thumbprint}
         return self.call("POST", f"/apps/{client_id}/certificates", body)["thumbprint"]
 
-    def grant_consent(self, tenant: str, client_id: str, user: str | None = None,
-                      scopes: list[str] | None = None) -> None:
-        self.call("POST", "/consents", {"tenant": tenant, "client_id": client_id,
-                                        "admin": user is None, "user": user,
-                                        "scopes": scopes or []})
+    def grant_consent(
+        self, tenant: str, client_id: str, user: str | None = None, scopes: list[str] | None = None
+    ) -> None:
+        self.call(
+            "POST",
+            "/consents",
+            {
+                "tenant": tenant,
+                "client_id": client_id,
+                "admin": user is None,
+                "user": user,
+                "scopes": scopes or [],
+            },
+        )
 
-    def revoke_grant(self, user: str, client_id: str | None = None,
-                     access_tokens: bool = False) -> int:
+    def revoke_grant(
+        self, user: str, client_id: str | None = None, access_tokens: bool = False
+    ) -> int:
         body = {"user": user, "client_id": client_id, "access_tokens": access_tokens}
         return self.call("POST", "/grants/revoke", body)["revoked_grants"]
 
-    def require_mfa(self, user: str, required: bool = True,
-                    error: str = "interaction_required") -> None:
+    def require_mfa(
+        self, user: str, required: bool = True, error: str = "interaction_required"
+    ) -> None:
         self.call("POST", f"/users/{user}/mfa", {"required": required, "error": error})
 
     # policies and faults
@@ -90,12 +102,25 @@ class Control:
         """access_token_lifetime, refresh_rotation, code_lifetime, token_latency_ms, ..."""
         return self.call("PATCH", "/settings", values)
 
-    def token_outage(self, status: int = 503, count: int | None = None,
-                     duration: float | None = None, error: str = "temporarily_unavailable",
-                     retry_after: float | None = None) -> None:
-        self.call("PUT", "/token-endpoint/outage", {"status": status, "count": count,
-                                                    "duration": duration, "error": error,
-                                                    "retry_after": retry_after})
+    def token_outage(
+        self,
+        status: int = 503,
+        count: int | None = None,
+        duration: float | None = None,
+        error: str = "temporarily_unavailable",
+        retry_after: float | None = None,
+    ) -> None:
+        self.call(
+            "PUT",
+            "/token-endpoint/outage",
+            {
+                "status": status,
+                "count": count,
+                "duration": duration,
+                "error": error,
+                "retry_after": retry_after,
+            },
+        )
 
     def clear_token_outage(self) -> None:
         self.call("DELETE", "/token-endpoint/outage")
@@ -103,37 +128,53 @@ class Control:
     def rotate_keys(self, keep_old: bool = True) -> str:
         return self.call("POST", "/keys/rotate", {"keep_old": keep_old})["kid"]
 
-    def throttle_mailbox(self, client_id: str = "*", mailbox: str = "*",
-                         **policy: Any) -> dict[str, Any]:
+    def throttle_mailbox(
+        self, client_id: str = "*", mailbox: str = "*", **policy: Any
+    ) -> dict[str, Any]:
         """policy: budget, window_seconds, max_in_flight, rate_429, rate_503, rate_504,
         retry_after (seconds|date|none), retry_after_seconds, latency_ms."""
-        return self.call("PUT", "/throttling/mailbox",
-                         {"client_id": client_id, "mailbox": mailbox, **policy})
+        return self.call(
+            "PUT", "/throttling/mailbox", {"client_id": client_id, "mailbox": mailbox, **policy}
+        )
 
     def throttle_tenant(self, client_id: str, tenant: str, ru_budget: int | None) -> None:
-        self.call("PUT", "/throttling/tenant",
-                  {"client_id": client_id, "tenant": tenant, "ru_budget": ru_budget})
+        self.call(
+            "PUT",
+            "/throttling/tenant",
+            {"client_id": client_id, "tenant": tenant, "ru_budget": ru_budget},
+        )
 
     # sign-in without a browser
 
-    def sign_in(self, authorize_url: str, user: str, action: str = "accept",
-                mfa: bool = True) -> dict[str, Any]:
+    def sign_in(
+        self, authorize_url: str, user: str, action: str = "accept", mfa: bool = True
+    ) -> dict[str, Any]:
         """{"type": "redirect", "url", "params"} | {"type": "form_post", "action", "fields"} |
         {"type": "error_page", "status", "error_code", "message"}."""
-        return self.call("POST", "/sign-in", {"authorize_url": authorize_url, "user": user,
-                                              "action": action, "mfa": mfa})
+        return self.call(
+            "POST",
+            "/sign-in",
+            {"authorize_url": authorize_url, "user": user, "action": action, "mfa": mfa},
+        )
 
     # data
 
-    def items(self, user: str, kind: str, folder: str | None = None,
-              limit: int = 100) -> dict[str, Any]:
+    def items(
+        self, user: str, kind: str, folder: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         if folder:
             params["folder"] = folder
         return self.call("GET", f"/users/{user}/{kind}", None, **params)
 
-    def add_items(self, user: str, kind: str, count: int = 1, folder: str | None = None,
-                  items: list[dict[str, Any]] | None = None) -> list[str]:
+    def add_items(
+        self,
+        user: str,
+        kind: str,
+        count: int = 1,
+        folder: str | None = None,
+        items: list[dict[str, Any]] | None = None,
+    ) -> list[str]:
         body = {"count": count, "folder": folder, "items": items}
         return self.call("POST", f"/users/{user}/{kind}", body)["ids"]
 
@@ -165,16 +206,27 @@ class Control:
             params["host"] = host
         return self.call("GET", "/requests", None, **params)["requests"]
 
-    def token_requests(self, client_id: str | None = None,
-                       grant_type: str | None = None) -> list[dict[str, Any]]:
+    def token_requests(
+        self, client_id: str | None = None, grant_type: str | None = None
+    ) -> list[dict[str, Any]]:
         rows = self.call("GET", "/token-requests")["token_requests"]
-        return [r for r in rows if client_id in (None, r["client_id"])
-                and grant_type in (None, r["grant_type"])]
+        return [
+            r
+            for r in rows
+            if client_id in (None, r["client_id"]) and grant_type in (None, r["grant_type"])
+        ]
 
-    def token_request_count(self, client_id: str | None = None,
-                            grant_type: str | None = None, user_id: str | None = None) -> int:
-        return sum(r["count"] for r in self.token_requests(client_id, grant_type)
-                   if user_id in (None, r["user_id"]))
+    def token_request_count(
+        self,
+        client_id: str | None = None,
+        grant_type: str | None = None,
+        user_id: str | None = None,
+    ) -> int:
+        return sum(
+            r["count"]
+            for r in self.token_requests(client_id, grant_type)
+            if user_id in (None, r["user_id"])
+        )
 
     def introspect(self, access_token: str) -> dict[str, Any]:
         return self.call("POST", "/access-tokens/introspect", {"token": access_token})
@@ -187,10 +239,12 @@ class Control:
         return self.call("GET", "/subscriptions")
 
     def fire_lifecycle(self, subscription_id: str, event: str) -> int:
-        return self.call("POST", f"/subscriptions/{subscription_id}/lifecycle",
-                         {"event": event})["status"]
+        return self.call("POST", f"/subscriptions/{subscription_id}/lifecycle", {"event": event})[
+            "status"
+        ]
 
-    def fire_change(self, subscription_id: str, change_type: str = "updated",
-                    item_id: str | None = None) -> int:
+    def fire_change(
+        self, subscription_id: str, change_type: str = "updated", item_id: str | None = None
+    ) -> int:
         body = {"changeType": change_type, "item_id": item_id}
         return self.call("POST", f"/subscriptions/{subscription_id}/notify", body)["status"]

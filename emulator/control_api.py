@@ -27,8 +27,11 @@ class ControlError(Exception):
 
 
 def ok(body: Any = None, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps({"ok": True} if body is None else body), status=status,
-                        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps({"ok": True} if body is None else body),
+        status=status,
+        content_type="application/json",
+    )
 
 
 @web.middleware
@@ -69,22 +72,40 @@ def app_ref(emu: Emulator, client_id: str) -> Any:
 
 
 async def health(request: web.Request) -> web.Response:
-    return ok({"ok": True, "login": emu_of(request).login_base,
-               "graph": emu_of(request).graph_base})
+    return ok(
+        {"ok": True, "login": emu_of(request).login_base, "graph": emu_of(request).graph_base}
+    )
 
 
 async def state(request: web.Request) -> web.Response:
     emu = emu_of(request)
     d = emu.world.directory
-    return ok({
-        "tenants": [{"id": t.id, "domain": t.domain, "name": t.name,
-                     "users": [{"id": u.id, "upn": u.upn, "display_name": u.display_name,
-                                "mailbox": u.mailbox, "admin": u.is_admin}
-                               for u in t.users.values()]}
-                    for t in d.tenants.values()],
-        "apps": [a.public() for a in d.apps.values()],
-        "settings": {k: v for k, v in emu.world.settings.__dict__.items() if k != "token_outage"},
-    })
+    return ok(
+        {
+            "tenants": [
+                {
+                    "id": t.id,
+                    "domain": t.domain,
+                    "name": t.name,
+                    "users": [
+                        {
+                            "id": u.id,
+                            "upn": u.upn,
+                            "display_name": u.display_name,
+                            "mailbox": u.mailbox,
+                            "admin": u.is_admin,
+                        }
+                        for u in t.users.values()
+                    ],
+                }
+                for t in d.tenants.values()
+            ],
+            "apps": [a.public() for a in d.apps.values()],
+            "settings": {
+                k: v for k, v in emu.world.settings.__dict__.items() if k != "token_outage"
+            },
+        }
+    )
 
 
 async def load_scenario(request: web.Request) -> web.Response:
@@ -108,15 +129,28 @@ async def add_user(request: web.Request) -> web.Response:
 
 async def add_app(request: web.Request) -> web.Response:
     app = scenario.add_app(emu_of(request).world, await body_of(request))
-    return ok(app.public() | {"secrets": [{"id": s.id, "value": s.value,
-                                           "expires_at": s.expires_at} for s in app.secrets]}, 201)
+    return ok(
+        app.public()
+        | {
+            "secrets": [
+                {"id": s.id, "value": s.value, "expires_at": s.expires_at} for s in app.secrets
+            ]
+        },
+        201,
+    )
 
 
 async def update_app(request: web.Request) -> web.Response:
     app = app_ref(emu_of(request), request.match_info["client_id"])
     body = await body_of(request)
-    for key in ("redirect_uris", "multi_tenant", "application_permissions", "name",
-                "public_client", "home_tenant"):
+    for key in (
+        "redirect_uris",
+        "multi_tenant",
+        "application_permissions",
+        "name",
+        "public_client",
+        "home_tenant",
+    ):
         if key in body:
             setattr(app, key, body[key])
     return ok(app.public())
@@ -177,8 +211,9 @@ async def revoke_grant(request: web.Request) -> web.Response:
     apps = [client_id] if client_id else list(emu.world.directory.apps)
     for cid in apps:
         emu.world.directory.revoke(user.tenant_id, cid, user.id)
-    count = emu.tokens.revoke_user(user.tenant_id, user.id, client_id,
-                                   bool(body.get("access_tokens", False)))
+    count = emu.tokens.revoke_user(
+        user.tenant_id, user.id, client_id, bool(body.get("access_tokens", False))
+    )
     return ok({"revoked_grants": count})
 
 
@@ -236,8 +271,13 @@ async def sign_in(request: web.Request) -> web.Response:
     result = start(emu, segments[0], params, admin=admin)
     if not hasattr(result, "app"):
         return ok(result.public())  # type: ignore[union-attr]
-    outcome = decide(emu, result, body.get("user", ""), body.get("action", "accept"),  # type: ignore[arg-type]
-                     mfa=body.get("mfa", True))
+    outcome = decide(
+        emu,
+        result,
+        body.get("user", ""),
+        body.get("action", "accept"),  # type: ignore[arg-type]
+        mfa=body.get("mfa", True),
+    )
     return ok(outcome.public())
 
 
@@ -301,7 +341,10 @@ async def expire_access_tokens(request: web.Request) -> web.Response:
     body = await body_of(request)
     count = 0
     for token in emu.tokens.access.values():
-        if body.get("token") in (None, token.token) and body.get("client_id") in (None, token.client_id):
+        if body.get("token") in (None, token.token) and body.get("client_id") in (
+            None,
+            token.client_id,
+        ):
             token.expires_at = time.time() - 1
             count += 1
     return ok({"expired": count})
@@ -309,9 +352,15 @@ async def expire_access_tokens(request: web.Request) -> web.Response:
 
 async def subscriptions(request: web.Request) -> web.Response:
     emu = emu_of(request)
-    return ok({"subscriptions": [s.public(emu.graph_base) | {"family": s.family}
-                                 for s in emu.subscriptions.items.values()],
-               "deliveries": emu.subscriptions.deliveries[-500:]})
+    return ok(
+        {
+            "subscriptions": [
+                s.public(emu.graph_base) | {"family": s.family}
+                for s in emu.subscriptions.items.values()
+            ],
+            "deliveries": emu.subscriptions.deliveries[-500:],
+        }
+    )
 
 
 async def fire_lifecycle(request: web.Request) -> web.Response:
@@ -325,8 +374,9 @@ async def fire_change(request: web.Request) -> web.Response:
     subs = emu.subscriptions
     sub = subs.items[request.match_info["id"]]
     body = await body_of(request)
-    status = await subs.deliver(sub, body.get("changeType", "updated"),
-                                body.get("item_id", "AAMkADemulated"), None)
+    status = await subs.deliver(
+        sub, body.get("changeType", "updated"), body.get("item_id", "AAMkADemulated"), None
+    )
     return ok({"status": status})
 
 

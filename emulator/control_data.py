@@ -62,13 +62,16 @@ async def add_items(request: web.Request) -> web.Response:
     _, box = mailbox(request)
     body = await body_of(request)
     kind = request.match_info["kind"]
-    coll = collections_of(box, kind, body.get("folder") or ("inbox" if kind == "messages" else None))[0]
+    coll = collections_of(
+        box, kind, body.get("folder") or ("inbox" if kind == "messages" else None)
+    )[0]
     fields_list = body.get("items") or [{} for _ in range(int(body.get("count", 1)))]
     if kind == "drive-items":
         root = coll.id_of(0)
         for fields in fields_list:
-            fields.setdefault("parentReference", {"driveId": box.drive_id, "driveType": "business",
-                                                  "id": root})
+            fields.setdefault(
+                "parentReference", {"driveId": box.drive_id, "driveType": "business", "id": root}
+            )
     items = [coll.add(fields) for fields in fields_list]
     return ok({"ids": [i["id"] for i in items], "items": items}, 201)
 
@@ -94,9 +97,14 @@ async def delete_item(request: web.Request) -> web.Response:
     return ok({"ok": True})
 
 
-USER_FIELDS = {"display_name": "displayName", "job_title": "jobTitle",
-               "office_location": "officeLocation", "mobile_phone": "mobilePhone",
-               "given_name": "givenName", "surname": "surname"}
+USER_FIELDS = {
+    "display_name": "displayName",
+    "job_title": "jobTitle",
+    "office_location": "officeLocation",
+    "mobile_phone": "mobilePhone",
+    "given_name": "givenName",
+    "surname": "surname",
+}
 
 
 async def update_user(request: web.Request) -> web.Response:
@@ -156,8 +164,11 @@ async def update_group(request: web.Request) -> web.Response:
         fields["_members"] = new
         fields["_members_delta"] = [
             *({"@odata.type": "#microsoft.graph.user", "id": m} for m in new if m not in old),
-            *({"@odata.type": "#microsoft.graph.user", "id": m, "@removed": {"reason": "deleted"}}
-              for m in old if m not in new),
+            *(
+                {"@odata.type": "#microsoft.graph.user", "id": m, "@removed": {"reason": "deleted"}}
+                for m in old
+                if m not in new
+            ),
         ]
     else:
         fields["_members_delta"] = []
@@ -201,10 +212,17 @@ async def invalidate_delta(request: web.Request) -> web.Response:
         elif body.get("user"):
             user = world.directory.find_user(body["user"])
             resource = body.get("resource", "")
-            names = {"messages": ":mail:", "events": ":events", "contacts": ":contacts",
-                     "drive": ":drive"}
-            match = bool(user) and coll.key.startswith(f"u:{user.id}:") and \
-                names.get(resource, "") in coll.key  # type: ignore[union-attr]
+            names = {
+                "messages": ":mail:",
+                "events": ":events",
+                "contacts": ":contacts",
+                "drive": ":drive",
+            }
+            match = (
+                bool(user)
+                and coll.key.startswith(f"u:{user.id}:")
+                and names.get(resource, "") in coll.key
+            )  # type: ignore[union-attr]
         else:
             tenant = world.directory.find_tenant(body.get("tenant", ""))
             match = bool(tenant) and coll.key in (f"t:{tenant.id}:{body.get('resource', '')}",)  # type: ignore[union-attr]

@@ -25,11 +25,13 @@ def gone(call: Call, coll: Collection, cur: Cursor | None, drive: bool) -> Graph
     if drive:
         path = f"{call.subject_prefix}/drive/root/delta"
         return GraphError(
-            410, "resyncRequired",
+            410,
+            "resyncRequired",
             "Resync required. Replace any local items with the server's version (including "
             "deletes) if you're sure that the service was up to date with your local changes "
             "when you last sync'd. Upload any local changes that the server doesn't know about.",
-            {"Location": f"{call.base}/{path}"}, {"code": "resyncChangesApplyDifferences"},
+            {"Location": f"{call.base}/{path}"},
+            {"code": "resyncChangesApplyDifferences"},
         )
     params: dict[str, str] = {}
     if cur is not None and cur.s:
@@ -37,8 +39,13 @@ def gone(call: Call, coll: Collection, cur: Cursor | None, drive: bool) -> Graph
     if cur is not None and cur.r:
         params["startDateTime"], params["endDateTime"] = cur.r
     location = f"{call.base}/{path}" + (f"?{urlencode(params)}" if params else "")
-    return GraphError(410, "SyncStateNotFound", "The sync state is not found or has expired. "
-                      "Restart synchronization without a delta token.", {"Location": location})
+    return GraphError(
+        410,
+        "SyncStateNotFound",
+        "The sync state is not found or has expired. "
+        "Restart synchronization without a delta token.",
+        {"Location": location},
+    )
 
 
 def delta_response(
@@ -53,17 +60,28 @@ def delta_response(
     shape: Callable[[Item, Cursor], Item] | None = None,
     keep_for: Callable[[Cursor], Keep] | None = None,
 ) -> Reply:
-    from emulator.graph import Reply
 
     world = call.emu.world
     q = call.query
-    raw = (call.drive_token or q.get("token")) if drive else (
-        q.get("$skiptoken") or q.get("$deltatoken"))
+    raw = (
+        (call.drive_token or q.get("token"))
+        if drive
+        else (q.get("$skiptoken") or q.get("$deltatoken"))
+    )
     size, pref = call.page_size(default, maximum)
     cur: Cursor | None = None
     if raw == "latest":
-        cur = Cursor(coll.key, coll.epoch, "D", 0, world.store.seq, 0,
-                     size if explicit_size(call) else None, call.select(), window)
+        cur = Cursor(
+            coll.key,
+            coll.epoch,
+            "D",
+            0,
+            world.store.seq,
+            0,
+            size if explicit_size(call) else None,
+            call.select(),
+            window,
+        )
         return _reply(call, [], None, cur, context, drive, pref)
     if raw:
         try:
@@ -76,16 +94,32 @@ def delta_response(
         if not explicit_size(call):
             size = cur.n or default
     else:
-        cur = Cursor(coll.key, coll.epoch, "i", 0, world.store.seq, 0,
-                     size if explicit_size(call) else None, call.select(), window)
+        cur = Cursor(
+            coll.key,
+            coll.epoch,
+            "i",
+            0,
+            world.store.seq,
+            0,
+            size if explicit_size(call) else None,
+            call.select(),
+            window,
+        )
     if keep_for is not None:
         keep = keep_for(cur)
     page = delta_page(coll, cur, size, keep, shape, drive)
     return _reply(call, page.items, page.next_cursor, page.delta_cursor, context, drive, pref)
 
 
-def _reply(call: Call, items: list[Item], next_cur: Cursor | None, delta_cur: Cursor | None,
-           context: str, drive: bool, pref: dict[str, str]) -> Reply:
+def _reply(
+    call: Call,
+    items: list[Item],
+    next_cur: Cursor | None,
+    delta_cur: Cursor | None,
+    context: str,
+    drive: bool,
+    pref: dict[str, str],
+) -> Reply:
     from emulator.graph import Reply
 
     path = re.sub(r"/delta$", "/delta", call.path)
@@ -95,7 +129,9 @@ def _reply(call: Call, items: list[Item], next_cur: Cursor | None, delta_cur: Cu
         if next_cur is not None:
             body["@odata.nextLink"] = f"{call.base}/{owner}/drive/delta(token={next_cur.encode()})"
         elif delta_cur is not None:
-            body["@odata.deltaLink"] = f"{call.base}/{owner}/drive/root/delta?token={delta_cur.encode()}"
+            body["@odata.deltaLink"] = (
+                f"{call.base}/{owner}/drive/root/delta?token={delta_cur.encode()}"
+            )
     elif next_cur is not None:
         body["@odata.nextLink"] = f"{call.base}/{path}?$skiptoken={next_cur.encode()}"
     elif delta_cur is not None:
@@ -104,8 +140,15 @@ def _reply(call: Call, items: list[Item], next_cur: Cursor | None, delta_cur: Cu
     return Reply(200, body, dict(pref))
 
 
-def list_response(call: Call, colls: list[Collection], context: str, default: int, maximum: int,
-                  keep: Keep = None, odata_type: str | None = None) -> Reply:
+def list_response(
+    call: Call,
+    colls: list[Collection],
+    context: str,
+    default: int,
+    maximum: int,
+    keep: Keep = None,
+    odata_type: str | None = None,
+) -> Reply:
     """A plain collection GET with `$top`, `$select` and an opaque `$skiptoken` nextLink."""
     from emulator.graph import Reply
 

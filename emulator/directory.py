@@ -184,7 +184,9 @@ class Directory:
             return None
         return found
 
-    def grant(self, tenant_id: str, client_id: str, user_id: str | None, scopes: set[str]) -> Consent:
+    def grant(
+        self, tenant_id: str, client_id: str, user_id: str | None, scopes: set[str]
+    ) -> Consent:
         key = (tenant_id, client_id, user_id)
         found = self.consents.get(key)
         if found is None or found.revoked:
@@ -213,4 +215,4 @@ def new_secret(expires_in: float | None = None, value: str | None = None) -> Sec
 
 
 def thumbprint_of(der: bytes) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()  # noqa: S324
+    return base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()

@@ -56,9 +56,7 @@ class AadError(Exception):
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         return {
             "error": self.error,
-            "error_description": self.description(
-                str(uuid.uuid4()), str(uuid.uuid4()), stamp
-            ),
+            "error_description": self.description(str(uuid.uuid4()), str(uuid.uuid4()), stamp),
             "error_uri": f"https://login.microsoftonline.com/error?code={self.code}",
         }
 
@@ -99,11 +97,15 @@ def token_expired() -> GraphError:
 
 
 def not_found(what: str = "item") -> GraphError:
-    return GraphError(404, "itemNotFound", f"The specified object was not found in the store. ({what})")
+    return GraphError(
+        404, "itemNotFound", f"The specified object was not found in the store. ({what})"
+    )
 
 
 def access_denied() -> GraphError:
-    return GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+    return GraphError(
+        403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+    )
 
 
 def directory_denied() -> GraphError:

@@ -7,21 +7,82 @@ same scenario serve byte-identical mailboxes, and generating an item is a few st
 from __future__ import annotations
 
 import base64
+import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emulator.store import Collection, Item, ItemKind
 
-FIRST = ["Adele", "Alex", "Diego", "Isaiah", "Johanna", "Lee", "Lidia", "Lynne", "Megan", "Miriam",
-         "Nestor", "Patti", "Pradeep", "Grady", "Henrietta", "Irvin", "Joni", "Allan", "Debra", "Enrico"]
-LAST = ["Vance", "Wilber", "Sicilian", "Richardson", "Lanier", "Gu", "Holloway", "Robbins", "Bowen",
-        "Graham", "Wilke", "Fernandez", "Gupta", "Archie", "Harris", "Bellamy", "Sherman", "Deyoung",
-        "Berger", "Catteneo"]
-TOPICS = ["Quarterly review", "Budget draft", "Team offsite", "Customer escalation", "Release notes",
-          "Holiday hours update", "Contract renewal", "Security training", "Weekly sync",
-          "Design feedback", "Invoice", "Hiring plan", "Roadmap", "Board deck", "Travel itinerary"]
-PLACES = ["Conf Room Adams", "Conf Room Baker", "Building 4 Cafe", "Microsoft Teams Meeting",
-          "Chapel of Saint Ignatius", "Lab 2", "Online"]
+FIRST = [
+    "Adele",
+    "Alex",
+    "Diego",
+    "Isaiah",
+    "Johanna",
+    "Lee",
+    "Lidia",
+    "Lynne",
+    "Megan",
+    "Miriam",
+    "Nestor",
+    "Patti",
+    "Pradeep",
+    "Grady",
+    "Henrietta",
+    "Irvin",
+    "Joni",
+    "Allan",
+    "Debra",
+    "Enrico",
+]
+LAST = [
+    "Vance",
+    "Wilber",
+    "Sicilian",
+    "Richardson",
+    "Lanier",
+    "Gu",
+    "Holloway",
+    "Robbins",
+    "Bowen",
+    "Graham",
+    "Wilke",
+    "Fernandez",
+    "Gupta",
+    "Archie",
+    "Harris",
+    "Bellamy",
+    "Sherman",
+    "Deyoung",
+    "Berger",
+    "Catteneo",
+]
+TOPICS = [
+    "Quarterly review",
+    "Budget draft",
+    "Team offsite",
+    "Customer escalation",
+    "Release notes",
+    "Holiday hours update",
+    "Contract renewal",
+    "Security training",
+    "Weekly sync",
+    "Design feedback",
+    "Invoice",
+    "Hiring plan",
+    "Roadmap",
+    "Board deck",
+    "Travel itinerary",
+]
+PLACES = [
+    "Conf Room Adams",
+    "Conf Room Baker",
+    "Building 4 Cafe",
+    "Microsoft Teams Meeting",
+    "Chapel of Saint Ignatius",
+    "Lab 2",
+    "Online",
+]
 EXTERNAL = ["fabrikam.example", "tailspintoys.example", "northwind.example"]
 SENTENCES = [
     "Please find the latest figures attached and let me know if anything looks off.",
@@ -42,8 +103,18 @@ def mix(*parts: int) -> int:
     return x
 
 
+@functools.lru_cache(maxsize=4096)
+def _day(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+
+
 def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    # Hot path of page generation: the date part is cached, the time part is arithmetic.
+    whole = int(ts)
+    day, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{_day(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}Z"
 
 
 def iso7(ts: float) -> str:
@@ -70,16 +141,26 @@ class Owner:
     base_time: float
     folder_id: str = ""
     drive_id: str = ""
+    key: int = field(init=False)
 
-    @property
-    def key(self) -> int:
-        return mix(self.seed, stable_int(self.user_id))
+    def __post_init__(self) -> None:
+        self.key = mix(self.seed, stable_int(self.user_id))
+
+
+@functools.lru_cache(maxsize=8192)
+def _person(first: str, last: str, dom: str) -> tuple[str, str]:
+    return f"{first} {last}", f"{first}.{last}@{dom}".lower()
 
 
 def person(h: int, domain: str) -> dict[str, dict[str, str]]:
-    first, last = FIRST[h % len(FIRST)], LAST[(h >> 8) % len(LAST)]
     dom = domain if (h >> 16) % 3 else EXTERNAL[(h >> 20) % len(EXTERNAL)]
-    return {"emailAddress": {"name": f"{first} {last}", "address": f"{first}.{last}@{dom}".lower()}}
+    name, address = _person(FIRST[h % len(FIRST)], LAST[(h >> 8) % len(LAST)], dom)
+    return {"emailAddress": {"name": name, "address": address}}
+
+
+@functools.lru_cache(maxsize=256)
+def _text(a: int, b: int, c: int) -> str:
+    return " ".join((SENTENCES[a], SENTENCES[b], SENTENCES[c]))
 
 
 def _change_key(h: int, version: int) -> str:
@@ -96,7 +177,8 @@ class MessageKind(ItemKind):
         sender = person(h, o.domain)
         topic = TOPICS[(h >> 24) % len(TOPICS)]
         received = o.base_time - pos * 1800 - (h >> 32) % 1500
-        text = " ".join(SENTENCES[(h >> (5 * i)) % len(SENTENCES)] for i in range(3))
+        n = len(SENTENCES)
+        text = _text(h % n, (h >> 5) % n, (h >> 10) % n)
         ck = _change_key(h, 1)
         item_id = coll.id_of(pos)
         return {
@@ -120,8 +202,8 @@ class MessageKind(ItemKind):
             "webLink": f"https://outlook.office365.com/owa/?ItemID={item_id}&exvsurl=1&viewmodel=ReadMessageItem",
             "body": {
                 "contentType": "html",
-                "content": "<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; "
-                f"charset=utf-8\"></head><body><p>{text}</p><p>{sender['emailAddress']['name']}"
+                "content": '<html><head><meta http-equiv="Content-Type" content="text/html; '
+                f'charset=utf-8"></head><body><p>{text}</p><p>{sender["emailAddress"]["name"]}'
                 "</p></body></html>",
             },
             "sender": sender,
@@ -164,8 +246,11 @@ class EventKind(ItemKind):
             "end": {"dateTime": iso7(end), "timeZone": "UTC"},
             "location": {"displayName": PLACES[(h >> 20) % len(PLACES)]},
             "attendees": [
-                {"type": "required", "status": {"response": "none", "time": "0001-01-01T00:00:00Z"},
-                 **person(h >> 4, o.domain)}
+                {
+                    "type": "required",
+                    "status": {"response": "none", "time": "0001-01-01T00:00:00Z"},
+                    **person(h >> 4, o.domain),
+                }
             ],
             "organizer": {"emailAddress": {"name": o.name, "address": o.address}},
             "isAllDay": False,
@@ -239,8 +324,9 @@ class DriveItemKind(ItemKind):
         }
         base_url = f"https://contoso-my.sharepoint.com/personal/{o.user_id[:8]}/Documents"
         if pos == 0:
-            item.update(name="root", root={}, size=0, folder={"childCount": folders - 1},
-                        webUrl=base_url)
+            item.update(
+                name="root", root={}, size=0, folder={"childCount": folders - 1}, webUrl=base_url
+            )
             del item["parentReference"]
             item["parentReference"] = {"driveId": o.drive_id, "driveType": "business"}
             return item
@@ -251,14 +337,21 @@ class DriveItemKind(ItemKind):
             return item
         parent = 1 + pos % (folders - 1) if folders > 1 else 0
         ext = ("docx", "xlsx", "pdf", "txt", "pptx")[h % 5]
-        mime = {"docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-                "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                "pdf": "application/pdf", "txt": "text/plain",
-                "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation"}
+        mime = {
+            "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "pdf": "application/pdf",
+            "txt": "text/plain",
+            "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        }
         name = f"{TOPICS[(h >> 5) % len(TOPICS)]} {pos}.{ext}"
         digest = base64.b64encode(mix(h, 3).to_bytes(8, "big") * 2 + b"\0\0\0\0").decode()
-        item.update(name=name, size=1024 + h % 2_000_000, webUrl=f"{base_url}/{name}",
-                    file={"mimeType": mime[ext], "hashes": {"quickXorHash": digest}})
+        item.update(
+            name=name,
+            size=1024 + h % 2_000_000,
+            webUrl=f"{base_url}/{name}",
+            file={"mimeType": mime[ext], "hashes": {"quickXorHash": digest}},
+        )
         item["parentReference"]["id"] = coll.id_of(parent)
         return item
 

@@ -84,8 +84,9 @@ def subject_of(call: Call) -> None:
     parts = call.route_path.split("/", 2)
     if parts[0].lower() == "me":
         if call.token.user_id is None:
-            raise GraphError(400, "BadRequest",
-                             "/me request is only valid with delegated authentication flow.")
+            raise GraphError(
+                400, "BadRequest", "/me request is only valid with delegated authentication flow."
+            )
         call.subject = call.emu.world.directory.find_user(call.token.user_id)
         call.subject_prefix = "me"
         call.route_path = "/".join(["{s}", *parts[1:]])
@@ -93,9 +94,12 @@ def subject_of(call: Call) -> None:
         ref = parts[1]
         call.subject = call.emu.world.directory.find_user(ref)
         if call.subject is None or call.subject.tenant_id != call.token.tenant_id:
-            raise GraphError(404, "Request_ResourceNotFound",
-                             f"Resource '{ref}' does not exist or one of its queried reference-"
-                             "property objects are not present.")
+            raise GraphError(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{ref}' does not exist or one of its queried reference-"
+                "property objects are not present.",
+            )
         call.subject_prefix = f"users/{ref}"
         call.route_path = "/".join(["{s}", *parts[2:]])
 
@@ -125,13 +129,20 @@ def register_all() -> None:
 
 def authenticate(emu: Emulator, authorization: str | None) -> AccessToken:
     if not authorization or not authorization.lower().startswith("bearer "):
-        raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.",
-                         {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'})
+        raise GraphError(
+            401,
+            "InvalidAuthenticationToken",
+            "Access token is empty.",
+            {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'},
+        )
     token = emu.tokens.lookup(authorization[7:].strip())
     if token is None:
-        raise GraphError(401, "InvalidAuthenticationToken",
-                         "IDX14100: JWT is not well formed, there are no dots (.).",
-                         {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'})
+        raise GraphError(
+            401,
+            "InvalidAuthenticationToken",
+            "IDX14100: JWT is not well formed, there are no dots (.).",
+            {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'},
+        )
     if time.time() >= token.expires_at:
         from emulator.errors import token_expired
 
@@ -160,16 +171,31 @@ def admit(call: Call, family: str) -> Any:
     return lease
 
 
-async def dispatch(emu: Emulator, method: str, version: str, path: str, query: dict[str, str],
-                   headers: dict[str, str], body: Any, token: AccessToken,
-                   in_batch: bool = False) -> Reply:
+async def dispatch(
+    emu: Emulator,
+    method: str,
+    version: str,
+    path: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: Any,
+    token: AccessToken,
+    in_batch: bool = False,
+) -> Reply:
     request_id = str(uuid.uuid4())
     started = time.perf_counter()
-    entry: dict[str, Any] = {"time": time.time(), "host": "graph", "method": method,
-                             "path": f"/{version}/{path}", "client_id": token.client_id,
-                             "user_id": token.user_id, "batch_item": in_batch}
-    reply = await _dispatch(emu, method, version, path, query, headers, body, token, request_id,
-                            in_batch, entry)
+    entry: dict[str, Any] = {
+        "time": time.time(),
+        "host": "graph",
+        "method": method,
+        "path": f"/{version}/{path}",
+        "client_id": token.client_id,
+        "user_id": token.user_id,
+        "batch_item": in_batch,
+    }
+    reply = await _dispatch(
+        emu, method, version, path, query, headers, body, token, request_id, in_batch, entry
+    )
     reply.headers.setdefault("request-id", request_id)
     reply.headers.setdefault("client-request-id", headers.get("client-request-id", request_id))
     entry["status"] = reply.status
@@ -178,22 +204,44 @@ async def dispatch(emu: Emulator, method: str, version: str, path: str, query: d
     return reply
 
 
-async def _dispatch(emu: Emulator, method: str, version: str, path: str, query: dict[str, str],
-                    headers: dict[str, str], body: Any, token: AccessToken, request_id: str,
-                    in_batch: bool, entry: dict[str, Any]) -> Reply:
+async def _dispatch(
+    emu: Emulator,
+    method: str,
+    version: str,
+    path: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: Any,
+    token: AccessToken,
+    request_id: str,
+    in_batch: bool,
+    entry: dict[str, Any],
+) -> Reply:
     path = path.strip("/")
     drive_token = None
     found = DRIVE_TOKEN.search(path)
     if found:
         drive_token = found.group(1)
-        path = path[: found.start()] + "delta" + path[found.end():]
+        path = path[: found.start()] + "delta" + path[found.end() :]
     odd = next((k for k in query if k.startswith("(token")), None)
     if odd is not None:  # the docs' `delta?(token='...')` form
         drive_token = DRIVE_TOKEN.search("delta" + odd + "=" + query[odd] + ")")
         drive_token = drive_token.group(1) if drive_token else None
     route_path = QUOTED_KEY.sub(r"/\1", path)
-    call = Call(emu, method, version, path, route_path, query, headers, body, token, request_id,
-                drive_token=drive_token, in_batch=in_batch)
+    call = Call(
+        emu,
+        method,
+        version,
+        path,
+        route_path,
+        query,
+        headers,
+        body,
+        token,
+        request_id,
+        drive_token=drive_token,
+        in_batch=in_batch,
+    )
     lease = None
     try:
         subject_of(call)
@@ -209,8 +257,11 @@ async def _dispatch(emu: Emulator, method: str, version: str, path: str, query: 
         return reply
     except GraphError as err:
         entry["error"] = err.code
-        return Reply(err.status, err.body(request_id, headers.get("client-request-id")),
-                     {"Content-Type": "application/json", **err.headers})
+        return Reply(
+            err.status,
+            err.body(request_id, headers.get("client-request-id")),
+            {"Content-Type": "application/json", **err.headers},
+        )
     finally:
         if lease is not None:
             lease.release()
@@ -228,18 +279,28 @@ def resolve(call: Call) -> tuple[Handler, str]:
             call.match = {k: v for k, v in match.groupdict().items() if v is not None}
             return handler, family
     if allowed:
-        raise GraphError(405, "Request_BadRequest",
-                         "Specified HTTP method is not allowed for the request target.")
-    raise GraphError(400, "BadRequest", f"Resource not found for the segment "
-                     f"'{call.path.split('/')[0] or call.path}'.")
+        raise GraphError(
+            405,
+            "Request_BadRequest",
+            "Specified HTTP method is not allowed for the request target.",
+        )
+    raise GraphError(
+        400,
+        "BadRequest",
+        f"Resource not found for the segment '{call.path.split('/')[0] or call.path}'.",
+    )
 
 
 def json_reply(reply: Reply) -> web.Response:
     if reply.body is None:
         return web.Response(status=reply.status, headers=reply.headers)
     headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-type"}
-    return web.Response(body=orjson.dumps(reply.body), status=reply.status, headers=headers,
-                        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(reply.body),
+        status=reply.status,
+        headers=headers,
+        content_type="application/json",
+    )
 
 
 async def handle(request: web.Request) -> web.Response:
@@ -251,10 +312,19 @@ async def handle(request: web.Request) -> web.Response:
     try:
         token = authenticate(emu, request.headers.get("Authorization"))
     except GraphError as err:
-        emu.world.log({"time": time.time(), "host": "graph", "method": request.method,
-                       "path": request.path, "status": err.status, "error": err.code})
-        return json_reply(Reply(err.status, err.body(request_id, headers.get("client-request-id")),
-                                err.headers))
+        emu.world.log(
+            {
+                "time": time.time(),
+                "host": "graph",
+                "method": request.method,
+                "path": request.path,
+                "status": err.status,
+                "error": err.code,
+            }
+        )
+        return json_reply(
+            Reply(err.status, err.body(request_id, headers.get("client-request-id")), err.headers)
+        )
     body = None
     if request.can_read_body:
         raw = await request.read()
@@ -262,15 +332,20 @@ async def handle(request: web.Request) -> web.Response:
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                return json_reply(Reply(400, GraphError(400, "BadRequest", "Invalid JSON body.")
-                                        .body(request_id, None)))
+                return json_reply(
+                    Reply(
+                        400,
+                        GraphError(400, "BadRequest", "Invalid JSON body.").body(request_id, None),
+                    )
+                )
     if path == "$batch" and request.method == "POST":
         from emulator.batch import run_batch
 
         reply = await run_batch(emu, version, body, headers, token)
     else:
-        reply = await dispatch(emu, request.method, version, path, dict(request.query), headers,
-                               body, token)
+        reply = await dispatch(
+            emu, request.method, version, path, dict(request.query), headers, body, token
+        )
     return json_reply(reply)
 
 

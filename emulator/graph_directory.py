@@ -15,10 +15,20 @@ if TYPE_CHECKING:
 
 S = r"\{s\}"
 ROUTES: list[tuple[str, str, Callable[[Call], Awaitable[Reply]], str]] = []
-USERS = {"user.read.all", "user.readbasic.all", "user.readwrite.all", "directory.read.all",
-         "directory.readwrite.all"}
-GROUPS = {"group.read.all", "group.readwrite.all", "groupmember.read.all", "directory.read.all",
-          "directory.readwrite.all"}
+USERS = {
+    "user.read.all",
+    "user.readbasic.all",
+    "user.readwrite.all",
+    "directory.read.all",
+    "directory.readwrite.all",
+}
+GROUPS = {
+    "group.read.all",
+    "group.readwrite.all",
+    "groupmember.read.all",
+    "directory.read.all",
+    "directory.readwrite.all",
+}
 
 
 def r(method: str, pattern: str, family: str = "directory") -> Callable[[Any], Any]:
@@ -73,8 +83,9 @@ def group_shape(item: Item, cur: Cursor) -> Item:
     if cur.m == "d" and "_members_delta" in item:
         out["members@delta"] = item["_members_delta"]
     else:
-        out["members@delta"] = [{"@odata.type": "#microsoft.graph.user", "id": m}
-                                for m in item.get("_members", [])]
+        out["members@delta"] = [
+            {"@odata.type": "#microsoft.graph.user", "id": m} for m in item.get("_members", [])
+        ]
     return out
 
 
@@ -99,11 +110,16 @@ async def get_group(call: Call) -> Reply:
     require(call, GROUPS)
     item = call.emu.world.groups_collection(call.token.tenant_id).get_by_id(call.match["id"])
     if item is None:
-        raise GraphError(404, "Request_ResourceNotFound",
-                         f"Resource '{call.match['id']}' does not exist or one of its queried "
-                         "reference-property objects are not present.")
-    return Reply(200, {"@odata.context": f"{call.base}/$metadata#groups/$entity",
-                       **project(item, call.select())})
+        raise GraphError(
+            404,
+            "Request_ResourceNotFound",
+            f"Resource '{call.match['id']}' does not exist or one of its queried "
+            "reference-property objects are not present.",
+        )
+    return Reply(
+        200,
+        {"@odata.context": f"{call.base}/$metadata#groups/$entity", **project(item, call.select())},
+    )
 
 
 @r("GET", "groups/(?P<id>[^/]+)/members")
@@ -114,13 +130,13 @@ async def group_members(call: Call) -> Reply:
     world = call.emu.world
     item = world.groups_collection(call.token.tenant_id).get_by_id(call.match["id"])
     if item is None:
-        raise GraphError(404, "Request_ResourceNotFound",
-                         f"Resource '{call.match['id']}' does not exist.")
+        raise GraphError(
+            404, "Request_ResourceNotFound", f"Resource '{call.match['id']}' does not exist."
+        )
     users = world.users_collection(call.token.tenant_id)
     value = []
     for member in item.get("_members", []):
         found = users.get_by_id(member)
         if found is not None:
             value.append({"@odata.type": "#microsoft.graph.user", **project(found, call.select())})
-    return Reply(200, {"@odata.context": f"{call.base}/$metadata#directoryObjects",
-                       "value": value})
+    return Reply(200, {"@odata.context": f"{call.base}/$metadata#directoryObjects", "value": value})

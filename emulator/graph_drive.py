@@ -15,8 +15,14 @@ if TYPE_CHECKING:
 
 S = r"\{s\}"
 ROUTES: list[tuple[str, str, Callable[[Call], Awaitable[Reply]], str]] = []
-FILES = {"files.read", "files.readwrite", "files.read.all", "files.readwrite.all",
-         "sites.read.all", "sites.readwrite.all"}
+FILES = {
+    "files.read",
+    "files.readwrite",
+    "files.read.all",
+    "files.readwrite.all",
+    "sites.read.all",
+    "sites.readwrite.all",
+}
 
 
 def r(method: str, pattern: str) -> Callable[[Callable[[Call], Awaitable[Reply]]], Any]:
@@ -51,15 +57,18 @@ async def get_drive(call: Call) -> Reply:
     assert call.subject is not None
     user = call.subject
     box = call.emu.world.mailbox(user)
-    return Reply(200, {
-        "@odata.context": f"{call.base}/$metadata#drives/$entity",
-        "id": box.drive_id,
-        "driveType": "business",
-        "name": "OneDrive",
-        "owner": {"user": {"id": user.id, "displayName": user.display_name}},
-        "quota": {"used": 0, "total": 1099511627776, "state": "normal"},
-        "webUrl": coll.get(0)["webUrl"],  # type: ignore[index]
-    })
+    return Reply(
+        200,
+        {
+            "@odata.context": f"{call.base}/$metadata#drives/$entity",
+            "id": box.drive_id,
+            "driveType": "business",
+            "name": "OneDrive",
+            "owner": {"user": {"id": user.id, "displayName": user.display_name}},
+            "quota": {"used": 0, "total": 1099511627776, "state": "normal"},
+            "webUrl": coll.get(0)["webUrl"],  # type: ignore[index]
+        },
+    )
 
 
 @r("GET", f"{S}/drive/root")
@@ -69,8 +78,14 @@ async def get_root(call: Call) -> Reply:
     coll = drive(call)
     item = coll.get(0)
     assert item is not None
-    return Reply(200, {"@odata.context": f"{call.base}/$metadata#drives('{item['parentReference']['driveId']}')/root/$entity",
-                       **project(item, call.select())})
+    drive_id = item["parentReference"]["driveId"]
+    return Reply(
+        200,
+        {
+            "@odata.context": f"{call.base}/$metadata#drives('{drive_id}')/root/$entity",
+            **project(item, call.select()),
+        },
+    )
 
 
 @r("GET", f"{S}/drive/items/(?P<id>[^/]+)")
@@ -84,14 +99,17 @@ async def get_item(call: Call) -> Reply:
 
 
 def children_of(coll: Collection, parent_id: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda item: item.get("parentReference", {}).get("id") == parent_id and "root" not in item
+    return lambda item: (
+        item.get("parentReference", {}).get("id") == parent_id and "root" not in item
+    )
 
 
 @r("GET", f"{S}/drive/root/children")
 async def root_children(call: Call) -> Reply:
     coll = drive(call)
-    return list_response(call, [coll], "Collection(driveItem)", 200, 1000,
-                         keep=children_of(coll, coll.id_of(0)))
+    return list_response(
+        call, [coll], "Collection(driveItem)", 200, 1000, keep=children_of(coll, coll.id_of(0))
+    )
 
 
 @r("GET", f"{S}/drive/items/(?P<id>[^/]+)/children")
@@ -99,8 +117,9 @@ async def item_children(call: Call) -> Reply:
     coll = drive(call)
     if coll.get_by_id(call.match["id"]) is None:
         raise item_missing()
-    return list_response(call, [coll], "Collection(driveItem)", 200, 1000,
-                         keep=children_of(coll, call.match["id"]))
+    return list_response(
+        call, [coll], "Collection(driveItem)", 200, 1000, keep=children_of(coll, call.match["id"])
+    )
 
 
 @r("GET", f"{S}/drive/(?:root/)?delta")

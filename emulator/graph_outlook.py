@@ -49,8 +49,11 @@ def mailbox(call: Call, perms: set[str], write: bool = False) -> Mailbox:
     if not granted & perms or (write and not granted & WRITE):
         raise access_denied()
     if not user.mailbox:
-        raise GraphError(404, "MailboxNotEnabledForRESTAPI",
-                         "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")
+        raise GraphError(
+            404,
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+        )
     return call.emu.world.mailbox(user)
 
 
@@ -80,17 +83,22 @@ def find_message(box: Mailbox, item_id: str) -> tuple[Collection, Item]:
 async def list_messages(call: Call) -> Reply:
     box = mailbox(call, MAIL)
     assert call.subject is not None
-    return list_response(call, list(box.folders.values()),
-                         f"users('{call.subject.id}')/messages", 10, 1000)
+    return list_response(
+        call, list(box.folders.values()), f"users('{call.subject.id}')/messages", 10, 1000
+    )
 
 
 @r("GET", f"{S}/{FOLDER}/messages")
 async def list_folder_messages(call: Call) -> Reply:
     box = mailbox(call, MAIL)
     assert call.subject is not None
-    return list_response(call, [folder(call, box)],
-                         f"users('{call.subject.id}')/mailFolders('{call.match['folder']}')/messages",
-                         10, 1000)
+    return list_response(
+        call,
+        [folder(call, box)],
+        f"users('{call.subject.id}')/mailFolders('{call.match['folder']}')/messages",
+        10,
+        1000,
+    )
 
 
 @r("GET", f"{S}/{FOLDER}/messages/delta")
@@ -105,8 +113,10 @@ async def get_message(call: Call) -> Reply:
     _, item = find_message(box, call.match["id"])
     body = project(item, call.select())
     assert call.subject is not None
-    body = {"@odata.context": f"{call.base}/$metadata#users('{call.subject.id}')/messages/$entity",
-            **body}
+    body = {
+        "@odata.context": f"{call.base}/$metadata#users('{call.subject.id}')/messages/$entity",
+        **body,
+    }
     return reply(200, body)
 
 
@@ -145,9 +155,13 @@ async def list_folders(call: Call) -> Reply:
     box = mailbox(call, MAIL)
     assert call.subject is not None
     value = [folder_body(call, box, name) for name in box.folders]
-    return reply(200, {"@odata.context":
-                       f"{call.base}/$metadata#users('{call.subject.id}')/mailFolders",
-                       "value": value})
+    return reply(
+        200,
+        {
+            "@odata.context": f"{call.base}/$metadata#users('{call.subject.id}')/mailFolders",
+            "value": value,
+        },
+    )
 
 
 @r("GET", f"{S}/{FOLDER}")
@@ -165,14 +179,22 @@ def window(call: Call, required: bool) -> list[str] | None:
     start, end = lowered.get("startdatetime"), lowered.get("enddatetime")
     if not start or not end:
         if required:
-            raise GraphError(400, "ErrorInvalidParameter", "This request requires a time window "
-                             "specified by the query string parameters StartDateTime and "
-                             "EndDateTime.")
+            raise GraphError(
+                400,
+                "ErrorInvalidParameter",
+                "This request requires a time window "
+                "specified by the query string parameters StartDateTime and "
+                "EndDateTime.",
+            )
         return None
     try:
-        bounds = [datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() for v in (start, end)]
+        bounds = [
+            datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() for v in (start, end)
+        ]
     except ValueError as exc:
-        raise GraphError(400, "ErrorInvalidParameter", "Invalid StartDateTime or EndDateTime.") from exc
+        raise GraphError(
+            400, "ErrorInvalidParameter", "Invalid StartDateTime or EndDateTime."
+        ) from exc
     return [iso7(bounds[0]), iso7(bounds[1])]
 
 
@@ -195,8 +217,14 @@ async def calendar_view(call: Call) -> Reply:
     box = mailbox(call, CALENDARS)
     assert box.events is not None and call.subject is not None
     bounds = window(call, required=True)
-    return list_response(call, [box.events], f"users('{call.subject.id}')/calendarView", 10, 1000,
-                         keep=in_window(bounds))
+    return list_response(
+        call,
+        [box.events],
+        f"users('{call.subject.id}')/calendarView",
+        10,
+        1000,
+        keep=in_window(bounds),
+    )
 
 
 @r("GET", f"{S}/calendarview/delta")
@@ -206,8 +234,15 @@ async def calendar_delta(call: Call) -> Reply:
     has_token = "$skiptoken" in call.query or "$deltatoken" in call.query
     bounds = None if has_token else window(call, required=True)
     # The window is fixed by the first request and travels inside the tokens.
-    return delta_response(call, box.events, "Collection(event)", 10, 1000, window=bounds,
-                          keep_for=lambda cur: in_window(cur.r))
+    return delta_response(
+        call,
+        box.events,
+        "Collection(event)",
+        10,
+        1000,
+        window=bounds,
+        keep_for=lambda cur: in_window(cur.r),
+    )
 
 
 @r("GET", f"{S}/events/(?P<id>[^/]+)")
@@ -241,8 +276,10 @@ async def contacts_delta(call: Call) -> Reply:
 async def contact_folder_delta(call: Call) -> Reply:
     box = mailbox(call, CONTACTS)
     assert box.contacts is not None
-    if box.folder_ids.get(call.match["folder"]) != "contacts" and \
-            call.match["folder"].lower() != "contacts":
+    if (
+        box.folder_ids.get(call.match["folder"]) != "contacts"
+        and call.match["folder"].lower() != "contacts"
+    ):
         raise item_missing()
     return delta_response(call, box.contacts, "Collection(contact)", 10, 1000)
 
@@ -251,9 +288,19 @@ async def contact_folder_delta(call: Call) -> Reply:
 async def list_contact_folders(call: Call) -> Reply:
     box = mailbox(call, CONTACTS)
     folder_id = next(k for k, v in box.folder_ids.items() if v == "contacts")
-    return reply(200, {"@odata.context": f"{call.base}/$metadata#contactFolders",
-                       "value": [{"id": folder_id, "displayName": "Contacts",
-                                  "parentFolderId": "AAMkADroot" + box.owner.id[:8]}]})
+    return reply(
+        200,
+        {
+            "@odata.context": f"{call.base}/$metadata#contactFolders",
+            "value": [
+                {
+                    "id": folder_id,
+                    "displayName": "Contacts",
+                    "parentFolderId": "AAMkADroot" + box.owner.id[:8],
+                }
+            ],
+        },
+    )
 
 
 @r("GET", f"{S}/contacts/(?P<id>[^/]+)")

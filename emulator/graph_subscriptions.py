@@ -36,8 +36,11 @@ async def list_all(call: Call) -> Reply:
     from emulator.graph import Reply
 
     subs = call.emu.subscriptions
-    value = [s.public(call.emu.graph_base) for s in subs.items.values()
-             if s.client_id == call.token.client_id]
+    value = [
+        s.public(call.emu.graph_base)
+        for s in subs.items.values()
+        if s.client_id == call.token.client_id
+    ]
     for item in value:
         item.pop("@odata.context", None)
     return Reply(200, {"@odata.context": f"{call.base}/$metadata#subscriptions", "value": value})

@@ -25,9 +25,16 @@ def emu_of(request: web.Request) -> Emulator:
     return request.app["emu"]
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, headers=headers,
-                        content_type="application/json", charset="utf-8")
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
 def aad_response(err: AadError) -> web.Response:
@@ -41,8 +48,12 @@ def tenant_or_error(emu: Emulator, ref: str) -> str | None:
         return None
     tenant = emu.world.directory.find_tenant(ref)
     if tenant is None:
-        raise AadError("invalid_tenant", 90002, f"Tenant '{ref}' not found. Check to make sure "
-                       "you have the correct tenant ID and are signing into the correct cloud.")
+        raise AadError(
+            "invalid_tenant",
+            90002,
+            f"Tenant '{ref}' not found. Check to make sure "
+            "you have the correct tenant ID and are signing into the correct cloud.",
+        )
     return tenant.id
 
 
@@ -57,33 +68,55 @@ async def openid_configuration(request: web.Request) -> web.Response:
     path_tenant = tenant_id or ref.lower()
     # Multi-tenant metadata publishes a template issuer: clients substitute the token's tid.
     issuer = f"{base}/{tenant_id or '{tenantid}'}/v2.0"
-    return json_response({
-        "token_endpoint": f"{base}/{path_tenant}/oauth2/v2.0/token",
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
-                                                  "client_secret_basic"],
-        "jwks_uri": f"{base}/{path_tenant}/discovery/v2.0/keys",
-        "response_modes_supported": ["query", "fragment", "form_post"],
-        "subject_types_supported": ["pairwise"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-        "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "issuer": issuer,
-        "request_uri_parameter_supported": False,
-        "userinfo_endpoint": f"{emu.graph_base}/oidc/userinfo",
-        "authorization_endpoint": f"{base}/{path_tenant}/oauth2/v2.0/authorize",
-        "http_logout_supported": True,
-        "frontchannel_logout_supported": True,
-        "end_session_endpoint": f"{base}/{path_tenant}/oauth2/v2.0/logout",
-        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name",
-                             "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat",
-                             "auth_time", "acr", "nonce", "preferred_username", "name", "tid",
-                             "ver", "at_hash", "c_hash", "email"],
-        "tenant_region_scope": "EU",
-        "cloud_instance_name": "emulator.local",
-        "cloud_graph_host_name": "graph.windows.net",
-        "msgraph_host": emu.graph_base.split("://", 1)[-1],
-        "rbac_url": "https://pas.windows.net",
-    })
+    return json_response(
+        {
+            "token_endpoint": f"{base}/{path_tenant}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
+            "jwks_uri": f"{base}/{path_tenant}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": issuer,
+            "request_uri_parameter_supported": False,
+            "userinfo_endpoint": f"{emu.graph_base}/oidc/userinfo",
+            "authorization_endpoint": f"{base}/{path_tenant}/oauth2/v2.0/authorize",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{base}/{path_tenant}/oauth2/v2.0/logout",
+            "claims_supported": [
+                "sub",
+                "iss",
+                "cloud_instance_name",
+                "cloud_instance_host_name",
+                "cloud_graph_host_name",
+                "msgraph_host",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "acr",
+                "nonce",
+                "preferred_username",
+                "name",
+                "tid",
+                "ver",
+                "at_hash",
+                "c_hash",
+                "email",
+            ],
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "emulator.local",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": emu.graph_base.split("://", 1)[-1],
+            "rbac_url": "https://pas.windows.net",
+        }
+    )
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -99,11 +132,15 @@ async def jwks(request: web.Request) -> web.Response:
 
 def render(outcome: Outcome, session_user: str | None = None) -> web.Response:
     if outcome.kind == "page":
-        return web.Response(text=error_page(outcome.code, outcome.message),
-                            status=outcome.status, content_type="text/html")
+        return web.Response(
+            text=error_page(outcome.code, outcome.message),
+            status=outcome.status,
+            content_type="text/html",
+        )
     if outcome.kind == "form_post":
-        response = web.Response(text=form_post_page(outcome.url, outcome.fields),
-                                content_type="text/html")
+        response = web.Response(
+            text=form_post_page(outcome.url, outcome.fields), content_type="text/html"
+        )
     else:
         response = web.Response(status=302, headers={"Location": outcome.url})
     if session_user:
@@ -115,8 +152,9 @@ def page_outcome(err: PageError) -> Outcome:
     return Outcome("page", status=err.status, code=err.code, message=err.message)
 
 
-def start(emu: Emulator, tenant_ref: str, params: dict[str, str],
-          admin: bool = False) -> AuthorizeRequest | Outcome:
+def start(
+    emu: Emulator, tenant_ref: str, params: dict[str, str], admin: bool = False
+) -> AuthorizeRequest | Outcome:
     """Check an authorization request; an Outcome when it already ends (page or redirect)."""
     try:
         req = (flow.check_admin if admin else flow.check_client)(emu, tenant_ref, params)
@@ -131,7 +169,9 @@ def start(emu: Emulator, tenant_ref: str, params: dict[str, str],
     return req
 
 
-def decide(emu: Emulator, req: AuthorizeRequest, user: str, action: str, mfa: bool = True) -> Outcome:
+def decide(
+    emu: Emulator, req: AuthorizeRequest, user: str, action: str, mfa: bool = True
+) -> Outcome:
     try:
         return flow.decide(emu, req, user, action, mfa)
     except PageError as err:
@@ -181,8 +221,9 @@ async def admin_consent(request: web.Request) -> web.Response:
     if isinstance(result, Outcome):
         return render(result)
     perms = result.app.application_permissions or ["(no application permissions configured)"]
-    html = sign_in_page(result.app.name, result.users, perms, urlencode(params), None,
-                        admin_consent=True)
+    html = sign_in_page(
+        result.app.name, result.users, perms, urlencode(params), None, admin_consent=True
+    )
     return web.Response(text=html, content_type="text/html")
 
 
@@ -197,16 +238,25 @@ async def token(request: web.Request) -> web.Response:
     if outage is not None and outage.active(time.time()):
         if outage.remaining is not None:
             outage.remaining -= 1
-        emu.tokens.count(form.get("client_id", ""), form.get("grant_type", "missing"),
-                         emu.tokens.user_of(form))
+        emu.tokens.count(
+            form.get("client_id", ""), form.get("grant_type", "missing"), emu.tokens.user_of(form)
+        )
         headers = {}
         if outage.retry_after is not None:
             headers["Retry-After"] = f"{outage.retry_after:g}"
-        return aad_response(AadError(outage.error, 90033, "A transient error has occurred. "
-                                     "Please try again.", status=outage.status, headers=headers))
+        return aad_response(
+            AadError(
+                outage.error,
+                90033,
+                "A transient error has occurred. Please try again.",
+                status=outage.status,
+                headers=headers,
+            )
+        )
     try:
-        body = token_endpoint.handle(emu, request.match_info["tenant"], form,
-                                     request.headers.get("Authorization"))
+        body = token_endpoint.handle(
+            emu, request.match_info["tenant"], form, request.headers.get("Authorization")
+        )
     except AadError as err:
         request["log"]["error_codes"] = [err.code]
         return aad_response(err)

@@ -59,7 +59,7 @@ def new_key() -> SigningKey:
     )
     der = cert.public_bytes(serialization.Encoding.DER)
     # Microsoft's kid is the certificate's x5t (base64url SHA-1 thumbprint).
-    kid = b64url(hashlib.sha1(der).digest())  # noqa: S324
+    kid = b64url(hashlib.sha1(der).digest())
     return SigningKey(kid, private_key, der)
 
 

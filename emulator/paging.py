@@ -52,6 +52,8 @@ class Cursor:
 def project(item: Item, select: list[str] | None, odata_type: str | None = None) -> Item:
     """Apply `$select` the way Graph does: id and etag always come along."""
     if select is None:
+        if odata_type is None and "_members" not in item:
+            return item  # the hot path of big pages: no copy (callers never mutate it)
         out = {k: v for k, v in item.items() if k[0] != "_"}
     else:
         out = {k: item[k] for k in select if k in item}
@@ -82,9 +84,14 @@ class Page:
     delta_cursor: Cursor | None
 
 
-def delta_page(coll: Collection, cur: Cursor, size: int, keep: Keep = None,
-               shape: Callable[[Item, Cursor], Item] | None = None,
-               drive: bool = False) -> Page:
+def delta_page(
+    coll: Collection,
+    cur: Cursor,
+    size: int,
+    keep: Keep = None,
+    shape: Callable[[Item, Cursor], Item] | None = None,
+    drive: bool = False,
+) -> Page:
     """One page of a delta round; the last page carries the cursor of the next round."""
     odata_type = None if drive or coll.key.startswith("t:") else coll.kind.odata_type
     out: list[Item] = []
@@ -118,8 +125,9 @@ def check(coll: Collection, cur: Cursor, raw: str, invalid: set[str]) -> None:
         raise TokenInvalid(raw)
 
 
-def list_page(colls: list[Collection], start: tuple[int, int], size: int,
-              keep: Keep = None) -> tuple[list[Item], tuple[int, int] | None]:
+def list_page(
+    colls: list[Collection], start: tuple[int, int], size: int, keep: Keep = None
+) -> tuple[list[Item], tuple[int, int] | None]:
     """A plain (non-delta) listing over one or more collections, continuing at (index, pos)."""
     index, pos = start
     out: list[Item] = []

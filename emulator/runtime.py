@@ -12,7 +12,6 @@ from emulator import scenario
 from emulator.subscriptions import Subscriptions
 from emulator.throttling import Throttle
 from emulator.tokens import Grant, Tokens
-from emulator.world import World
 
 
 class Emulator:

@@ -61,7 +61,9 @@ def check_rotation(policy: str) -> None:
             return
         except ValueError:
             pass
-    raise ScenarioError(f"refresh_rotation must be microsoft, grace:<seconds> or reuse_detection, not {policy!r}")
+    raise ScenarioError(
+        f"refresh_rotation must be microsoft, grace:<seconds> or reuse_detection, not {policy!r}"
+    )
 
 
 def add_tenant(world: World, spec: dict[str, Any]) -> Tenant:
@@ -74,10 +76,17 @@ def add_tenant(world: World, spec: dict[str, Any]) -> Tenant:
         add_user(world, tenant_id, user_spec)
     for n in range(int(spec.get("extra_users", 0))):
         first, last = FIRST[n % len(FIRST)], LAST[(n // len(FIRST)) % len(LAST)]
-        add_user(world, tenant_id, {
-            "upn": f"{first}.{last}{n}@{domain}".lower(), "display_name": f"{first} {last}",
-            "given_name": first, "surname": last, "mailbox": False,
-        })
+        add_user(
+            world,
+            tenant_id,
+            {
+                "upn": f"{first}.{last}{n}@{domain}".lower(),
+                "display_name": f"{first} {last}",
+                "given_name": first,
+                "surname": last,
+                "mailbox": False,
+            },
+        )
     for group_spec in spec.get("groups", []):
         add_group(world, tenant_id, group_spec)
     return tenant
@@ -172,7 +181,7 @@ def add_app(world: World, spec: dict[str, Any]) -> App:
     return world.directory.add_app(app)
 
 
-def make_secret(spec: dict[str, Any]):  # noqa: ANN201 - returns directory.Secret
+def make_secret(spec: dict[str, Any]):
     expires_at = parse_time(spec.get("expires_at"))
     if spec.get("expires_in") is not None:
         expires_at = time.time() + float(spec["expires_in"])

@@ -8,9 +8,13 @@ from emulator.directory import GRAPH_APP_ID
 from emulator.errors import AadError
 
 OIDC = ("openid", "profile", "email", "offline_access")
-GRAPH_RESOURCES = ("https://graph.microsoft.com", "https://graph.microsoft.us",
-                   "https://dod-graph.microsoft.us", "https://microsoftgraph.chinacloudapi.cn",
-                   GRAPH_APP_ID)
+GRAPH_RESOURCES = (
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+    GRAPH_APP_ID,
+)
 
 
 @dataclass
@@ -54,20 +58,23 @@ def parse(raw: str | None, graph_base: str) -> Scopes:
             scopes.graph.append(name)
     if len(resources) > 1:
         raise AadError(
-            "invalid_scope", 700022,
+            "invalid_scope",
+            700022,
             "The provided value for the input parameter scope is not valid because it contains "
             "more than one resource. Scope " + (raw or "") + " is not valid.",
         )
     if resources and "graph" not in resources:
         resource = next(iter(resources))
         raise AadError(
-            "invalid_resource", 500011,
+            "invalid_resource",
+            500011,
             f"The resource principal named {resource} was not found in the tenant. This can "
             "happen if the application has not been installed by the administrator of the tenant.",
         )
     if scopes.default and scopes.graph:
         raise AadError(
-            "invalid_scope", 70011,
+            "invalid_scope",
+            70011,
             "The provided request must include a 'scope' input parameter. The provided value for "
             f"the input parameter 'scope' is not valid. The scope '{raw}' is not valid. static "
             "scope limit exceeded.",

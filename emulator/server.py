@@ -32,10 +32,14 @@ async def log_login_requests(request: web.Request, handler: Handler) -> web.Stre
     finally:
         if not request.path.startswith("/_emulator/"):
             emu: Emulator = request.app["emu"]
-            entry: dict[str, Any] = {"time": time.time(), "host": "login",
-                                     "method": request.method, "path": request.path,
-                                     "status": status,
-                                     "ms": round((time.perf_counter() - started) * 1000, 3)}
+            entry: dict[str, Any] = {
+                "time": time.time(),
+                "host": "login",
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 3),
+            }
             entry.update(request.get("log", {}))
             emu.world.log(entry)
 
@@ -55,8 +59,9 @@ def graph_app(emu: Emulator) -> web.Application:
     return app
 
 
-async def start(emu: Emulator, host: str, login_port: int,
-                graph_port: int) -> tuple[list[web.AppRunner], str, str]:
+async def start(
+    emu: Emulator, host: str, login_port: int, graph_port: int
+) -> tuple[list[web.AppRunner], str, str]:
     runners = []
     urls = []
     for app, port in ((login_app(emu), login_port), (graph_app(emu), graph_port)):

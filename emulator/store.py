@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 Item = dict[str, Any]
@@ -27,11 +26,6 @@ class ItemKind:
 
     def stamp(self, coll: Collection, item: Item, pos: int, version: int, now: float) -> None:
         """Refresh version-dependent fields (etag, changeKey, lastModifiedDateTime)."""
-
-
-@dataclass
-class ChangeRange:
-    positions: list[int]
 
 
 class Collection:

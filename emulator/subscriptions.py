@@ -22,13 +22,30 @@ if TYPE_CHECKING:
     from emulator.tokens import AccessToken
 
 # Maximum lifetime per resource family, in minutes (reference §12).
-MAX_MINUTES = {"mail": 10080, "events": 10080, "contacts": 10080, "drive": 42300,
-               "users": 41760, "groups": 41760}
-ODATA_TYPES = {"mail": "#Microsoft.Graph.Message", "events": "#Microsoft.Graph.Event",
-               "contacts": "#Microsoft.Graph.Contact", "drive": "#Microsoft.Graph.DriveItem",
-               "users": "#Microsoft.Graph.User", "groups": "#Microsoft.Graph.Group"}
-SEGMENTS = {"mail": "Messages", "events": "Events", "contacts": "Contacts", "drive": "Items",
-            "users": "Users", "groups": "Groups"}
+MAX_MINUTES = {
+    "mail": 10080,
+    "events": 10080,
+    "contacts": 10080,
+    "drive": 42300,
+    "users": 41760,
+    "groups": 41760,
+}
+ODATA_TYPES = {
+    "mail": "#Microsoft.Graph.Message",
+    "events": "#Microsoft.Graph.Event",
+    "contacts": "#Microsoft.Graph.Contact",
+    "drive": "#Microsoft.Graph.DriveItem",
+    "users": "#Microsoft.Graph.User",
+    "groups": "#Microsoft.Graph.Group",
+}
+SEGMENTS = {
+    "mail": "Messages",
+    "events": "Events",
+    "contacts": "Contacts",
+    "drive": "Items",
+    "users": "Users",
+    "groups": "Groups",
+}
 FOLDER = re.compile(r"^mailfolders(?:\('([^']+)'\)|/([^/]+))/messages$")
 
 
@@ -107,8 +124,12 @@ class Subscriptions:
         lower = path.lower()
         if lower in ("users", "groups"):
             if token.user_id is None and not token.roles:
-                raise GraphError(403, "ExtensionError", "Operation: Create; Exception: [Status "
-                                 "Code: Forbidden; Reason: Insufficient privileges]")
+                raise GraphError(
+                    403,
+                    "ExtensionError",
+                    "Operation: Create; Exception: [Status "
+                    "Code: Forbidden; Reason: Insufficient privileges]",
+                )
             return lower, f"t:{token.tenant_id}:{lower}", None
         user_id = token.user_id
         if lower.startswith("me/"):
@@ -149,31 +170,43 @@ class Subscriptions:
             raise bad_request(f"Invalid expirationDateTime '{value}'.", "InvalidRequest") from exc
         limit = MAX_MINUTES[family]
         if expires <= time.time():
-            raise bad_request("Subscription expiration date must be in the future.",
-                              "InvalidRequest")
-        if expires > time.time() + limit * 60 + 60:
-            raise bad_request(f"Subscription expiration can only be {limit} minutes in the future.",
-                              "InvalidRequest")
+            raise bad_request(
+                "Subscription expiration date must be in the future.", "InvalidRequest"
+            )
+        if expires > time.time() + limit * 60 + 5:
+            raise bad_request(
+                f"Subscription expiration can only be {limit} minutes in the future.",
+                "InvalidRequest",
+            )
         return expires
 
     async def validate(self, url: str) -> None:
-        token = (f"Validation: Testing client application reachability for subscription "
-                 f"Request-Id: {uuid.uuid4()}")
-        failure = ("Subscription validation request failed. Notification endpoint must respond "
-                   "with 200 OK to validation request.")
+        token = (
+            f"Validation: Testing client application reachability for subscription "
+            f"Request-Id: {uuid.uuid4()}"
+        )
+        failure = (
+            "Subscription validation request failed. Notification endpoint must respond "
+            "with 200 OK to validation request."
+        )
         timeout = aiohttp.ClientTimeout(total=self.emu.world.settings.validation_timeout)
         target = f"{url}{'&' if '?' in url else '?'}validationToken={quote(token)}"
         try:
-            async with self.http().post(target, data=b"", timeout=timeout,
-                                        headers={"Content-Type": "text/plain"}) as resp:
+            async with self.http().post(
+                target, data=b"", timeout=timeout, headers={"Content-Type": "text/plain"}
+            ) as resp:
                 body = await resp.text()
                 ok = resp.status == 200 and body == token
                 self.deliveries.append({"kind": "validation", "url": url, "status": resp.status})
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise GraphError(400, "ValidationError", f"{failure} ({type(exc).__name__})") from exc
         if not ok:
-            raise GraphError(400, "ValidationError", "Subscription validation request failed. "
-                             "Response must exactly match validationToken query parameter.")
+            raise GraphError(
+                400,
+                "ValidationError",
+                "Subscription validation request failed. "
+                "Response must exactly match validationToken query parameter.",
+            )
 
     async def create(self, token: AccessToken, body: dict[str, Any]) -> Subscription:
         for name in ("changeType", "notificationUrl", "resource"):
@@ -193,11 +226,18 @@ class Subscriptions:
         if body.get("lifecycleNotificationUrl"):
             await self.validate(body["lifecycleNotificationUrl"])
         sub = Subscription(
-            id=str(uuid.uuid4()), resource=body["resource"], change_types=change_types,
+            id=str(uuid.uuid4()),
+            resource=body["resource"],
+            change_types=change_types,
             notification_url=body["notificationUrl"],
-            lifecycle_url=body.get("lifecycleNotificationUrl"), client_state=state,
-            expires_at=expires, client_id=token.client_id, tenant_id=token.tenant_id,
-            creator_id=token.user_id or token.client_id, family=family, key_prefix=prefix,
+            lifecycle_url=body.get("lifecycleNotificationUrl"),
+            client_state=state,
+            expires_at=expires,
+            client_id=token.client_id,
+            tenant_id=token.tenant_id,
+            creator_id=token.user_id or token.client_id,
+            family=family,
+            key_prefix=prefix,
             user_id=user_id,
         )
         self.items[sub.id] = sub
@@ -217,13 +257,16 @@ class Subscriptions:
 
     # delivery
 
-    def on_change(self, coll: Collection, change_type: str, item_id: str, item: Item | None) -> None:
+    def on_change(
+        self, coll: Collection, change_type: str, item_id: str, item: Item | None
+    ) -> None:
         now = time.time()
         for sub in list(self.items.values()):
             if sub.expires_at < now or change_type not in sub.change_types:
                 continue
-            if coll.key == sub.key_prefix or (sub.key_prefix.endswith(":") and
-                                              coll.key.startswith(sub.key_prefix)):
+            if coll.key == sub.key_prefix or (
+                sub.key_prefix.endswith(":") and coll.key.startswith(sub.key_prefix)
+            ):
                 self.spawn(self.deliver(sub, change_type, item_id, item))
 
     def spawn(self, coro: Any) -> None:
@@ -235,45 +278,60 @@ class Subscriptions:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def notification(self, sub: Subscription, change_type: str, item_id: str,
-                     item: Item | None) -> dict[str, Any]:
+    def notification(
+        self, sub: Subscription, change_type: str, item_id: str, item: Item | None
+    ) -> dict[str, Any]:
         if sub.user_id is None:
             resource = f"{SEGMENTS[sub.family]}/{item_id}"
         else:
             resource = f"Users/{sub.user_id}/{SEGMENTS[sub.family]}/{item_id}"
-        data: dict[str, Any] = {"@odata.type": ODATA_TYPES[sub.family], "@odata.id": resource,
-                                "id": item_id}
+        data: dict[str, Any] = {
+            "@odata.type": ODATA_TYPES[sub.family],
+            "@odata.id": resource,
+            "id": item_id,
+        }
         etag = (item or {}).get("@odata.etag")
         if etag:
             data["@odata.etag"] = etag
         if sub.user_id is None:
             data["organizationId"] = sub.tenant_id
-        return {"value": [{
-            "id": secrets.token_urlsafe(10),
-            "subscriptionId": sub.id,
-            "subscriptionExpirationDateTime": format_time(sub.expires_at),
-            "clientState": sub.client_state,
-            "changeType": change_type,
-            "resource": resource,
-            "tenantId": sub.tenant_id,
-            "resourceData": data,
-        }]}
+        return {
+            "value": [
+                {
+                    "id": secrets.token_urlsafe(10),
+                    "subscriptionId": sub.id,
+                    "subscriptionExpirationDateTime": format_time(sub.expires_at),
+                    "clientState": sub.client_state,
+                    "changeType": change_type,
+                    "resource": resource,
+                    "tenantId": sub.tenant_id,
+                    "resourceData": data,
+                }
+            ]
+        }
 
     async def post(self, url: str, body: dict[str, Any], kind: str, sub_id: str) -> int:
-        record: dict[str, Any] = {"kind": kind, "url": url, "subscription_id": sub_id,
-                                  "body": body, "status": None}
+        record: dict[str, Any] = {
+            "kind": kind,
+            "url": url,
+            "subscription_id": sub_id,
+            "body": body,
+            "status": None,
+        }
         self.deliveries.append(record)
         try:
-            async with self.http().post(url, json=body,
-                                        timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            async with self.http().post(
+                url, json=body, timeout=aiohttp.ClientTimeout(total=10)
+            ) as resp:
                 record["status"] = resp.status
                 return resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             record["error"] = type(exc).__name__
             return 0
 
-    async def deliver(self, sub: Subscription, change_type: str, item_id: str,
-                      item: Item | None) -> int:
+    async def deliver(
+        self, sub: Subscription, change_type: str, item_id: str, item: Item | None
+    ) -> int:
         body = self.notification(sub, change_type, item_id, item)
         return await self.post(sub.notification_url, body, "change", sub.id)
 
@@ -283,13 +341,17 @@ class Subscriptions:
             raise KeyError(sub_id)
         if event not in ("reauthorizationRequired", "subscriptionRemoved", "missed"):
             raise ValueError(f"unknown lifecycle event {event!r}")
-        body = {"value": [{
-            "subscriptionId": sub.id,
-            "subscriptionExpirationDateTime": format_time(sub.expires_at),
-            "tenantId": sub.tenant_id,
-            "clientState": sub.client_state,
-            "lifecycleEvent": event,
-        }]}
+        body = {
+            "value": [
+                {
+                    "subscriptionId": sub.id,
+                    "subscriptionExpirationDateTime": format_time(sub.expires_at),
+                    "tenantId": sub.tenant_id,
+                    "clientState": sub.client_state,
+                    "lifecycleEvent": event,
+                }
+            ]
+        }
         if event == "subscriptionRemoved":
             del self.items[sub.id]
         elif event == "reauthorizationRequired":

@@ -15,12 +15,20 @@ h1{font-size:24px;font-weight:600;margin:0 0 16px}label{display:block;padding:8p
 
 
 def page(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}"
-            f"</title>{STYLE}</head><body><main>{body}</main></body></html>")
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
+        f"</title>{STYLE}</head><body><main>{body}</main></body></html>"
+    )
 
 
-def sign_in_page(app_name: str, users: list[Any], scopes: list[str], params: str,
-                 selected: str | None, admin_consent: bool = False) -> str:
+def sign_in_page(
+    app_name: str,
+    users: list[Any],
+    scopes: list[str],
+    params: str,
+    selected: str | None,
+    admin_consent: bool = False,
+) -> str:
     rows = []
     for i, user in enumerate(users):
         checked = " checked" if (user.id == selected or (selected is None and i == 0)) else ""
@@ -28,7 +36,7 @@ def sign_in_page(app_name: str, users: list[Any], scopes: list[str], params: str
         admin = " · administrator" if user.is_admin else ""
         rows.append(
             f'<label><input type="radio" name="user" value="{escape(user.id)}"{checked}> '
-            f"{escape(user.display_name)} <span class=\"small\">{escape(user.upn)}{admin}{mfa}"
+            f'{escape(user.display_name)} <span class="small">{escape(user.upn)}{admin}{mfa}'
             "</span></label>"
         )
     if not rows:
@@ -37,8 +45,8 @@ def sign_in_page(app_name: str, users: list[Any], scopes: list[str], params: str
     items = "".join(f"<li>{escape(s)}</li>" for s in scopes)
     return page(
         "Sign in to your account",
-        f"<h1>Sign in</h1><p class=\"small\">Microsoft identity platform emulator</p>"
-        f"<form method=\"post\"><input type=\"hidden\" name=\"params\" value=\"{escape(params)}\">"
+        f'<h1>Sign in</h1><p class="small">Microsoft identity platform emulator</p>'
+        f'<form method="post"><input type="hidden" name="params" value="{escape(params)}">'
         f"<fieldset><legend>Pick an account</legend>{''.join(rows)}</fieldset>"
         f"<h2>{title}</h2><p><b>{escape(app_name)}</b> would like to:</p><ul>{items}</ul>"
         '<button id="accept" type="submit" name="action" value="accept">Accept</button>'

@@ -1,7 +1,7 @@
 """Start the emulator as a subprocess for tests and benchmarks.
 
-    with running_emulator(scenario_dict_or_path) as emu:
-        emu.login_url, emu.graph_url, emu.control
+with running_emulator(scenario_dict_or_path) as emu:
+    emu.login_url, emu.graph_url, emu.control
 """
 
 from __future__ import annotations
@@ -48,8 +48,11 @@ def load_scenario(scenario: dict[str, Any] | str | Path | None) -> dict[str, Any
 
 
 @contextlib.contextmanager
-def running_emulator(scenario: dict[str, Any] | str | Path | None = None,
-                     timeout: float = 20.0, host: str = "127.0.0.1") -> Iterator[RunningEmulator]:
+def running_emulator(
+    scenario: dict[str, Any] | str | Path | None = None,
+    timeout: float = 20.0,
+    host: str = "127.0.0.1",
+) -> Iterator[RunningEmulator]:
     spec = load_scenario(scenario)
     with tempfile.TemporaryDirectory(prefix="emulator-") as tmp:
         scenario_path = Path(tmp) / "scenario.json"
@@ -60,15 +63,30 @@ def running_emulator(scenario: dict[str, Any] | str | Path | None = None,
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         process = subprocess.Popen(
-            [sys.executable, "-m", "emulator", "--scenario", str(scenario_path),
-             "--login-port", "0", "--graph-port", "0", "--host", host,
-             "--ready-file", str(ready)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "emulator",
+                "--scenario",
+                str(scenario_path),
+                "--login-port",
+                "0",
+                "--graph-port",
+                "0",
+                "--host",
+                host,
+                "--ready-file",
+                str(ready),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         try:
             urls = _wait_ready(process, ready, log, timeout)
-            yield RunningEmulator(urls["login"], urls["graph"], Control(urls["login"]), process,
-                                  spec)
+            yield RunningEmulator(
+                urls["login"], urls["graph"], Control(urls["login"]), process, spec
+            )
         finally:
             process.terminate()
             try:
@@ -79,8 +97,9 @@ def running_emulator(scenario: dict[str, Any] | str | Path | None = None,
             log.close()
 
 
-def _wait_ready(process: subprocess.Popen[bytes], ready: Path, log: Any,
-                timeout: float) -> dict[str, str]:
+def _wait_ready(
+    process: subprocess.Popen[bytes], ready: Path, log: Any, timeout: float
+) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ready.exists() and ready.stat().st_size:
@@ -92,4 +111,6 @@ def _wait_ready(process: subprocess.Popen[bytes], ready: Path, log: Any,
     log.seek(0)
     output = log.read().decode(errors="replace")
     state = f"exited with {process.returncode}" if process.poll() is not None else "still starting"
-    raise EmulatorStartError(f"emulator not ready after {timeout:.0f}s ({state}); output:\n{output}")
+    raise EmulatorStartError(
+        f"emulator not ready after {timeout:.0f}s ({state}); output:\n{output}"
+    )

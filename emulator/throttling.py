@@ -127,15 +127,20 @@ class Throttle:
         if counters.in_flight >= policy.max_in_flight:
             counters.throttled_429 += 1
             counters.concurrency_429 += 1
-            raise too_many("ApplicationThrottled",
-                           "Application is over its MailboxConcurrency limit.",
-                           retry_after(policy.retry_after, policy.retry_after_seconds))
+            raise too_many(
+                "ApplicationThrottled",
+                "Application is over its MailboxConcurrency limit.",
+                retry_after(policy.retry_after, policy.retry_after_seconds),
+            )
         if counters.window_count > policy.budget:
             counters.throttled_429 += 1
             counters.budget_429 += 1
             wait = max(1, math.ceil(counters.window_start + policy.window_seconds - now))
-            raise too_many("TooManyRequests", "Please retry again later.",
-                           retry_after(policy.retry_after, wait))
+            raise too_many(
+                "TooManyRequests",
+                "Please retry again later.",
+                retry_after(policy.retry_after, wait),
+            )
         self._inject(policy, counters)
         counters.in_flight += 1
         counters.peak_concurrency = max(counters.peak_concurrency, counters.in_flight)
@@ -153,14 +158,19 @@ class Throttle:
         if roll < policy.rate_503:
             if counters:
                 counters.injected_503 += 1
-            raise GraphError(503, "serviceNotAvailable",
-                             "The service is temporarily unavailable. Please retry later.", headers)
+            raise GraphError(
+                503,
+                "serviceNotAvailable",
+                "The service is temporarily unavailable. Please retry later.",
+                headers,
+            )
         roll -= policy.rate_503
         if roll < policy.rate_504:
             if counters:
                 counters.injected_504 += 1
-            raise GraphError(504, "UnknownError", "The gateway did not receive a response in time.",
-                             headers)
+            raise GraphError(
+                504, "UnknownError", "The gateway did not receive a response in time.", headers
+            )
 
     # directory resource units
 
@@ -174,8 +184,9 @@ class Throttle:
     def set_tenant_limit(self, client_id: str, tenant_id: str, limit: int | None) -> None:
         self.tenants.setdefault((client_id, tenant_id), TenantCounters()).limit = limit
 
-    def charge_directory(self, client_id: str, tenant_id: str, cost: int,
-                         style: str = "seconds") -> dict[str, str]:
+    def charge_directory(
+        self, client_id: str, tenant_id: str, cost: int, style: str = "seconds"
+    ) -> dict[str, str]:
         counters = self.tenants.setdefault((client_id, tenant_id), TenantCounters())
         now = time.monotonic()
         if now - counters.window_start >= DIRECTORY_WINDOW:

@@ -70,8 +70,14 @@ class AccessToken:
     issued_at: float
 
     def public(self) -> dict[str, Any]:
-        return {"tenant_id": self.tenant_id, "user_id": self.user_id, "client_id": self.client_id,
-                "scopes": self.scopes, "roles": self.roles, "expires_at": self.expires_at}
+        return {
+            "tenant_id": self.tenant_id,
+            "user_id": self.user_id,
+            "client_id": self.client_id,
+            "scopes": self.scopes,
+            "roles": self.roles,
+            "expires_at": self.expires_at,
+        }
 
 
 def invalid_grant(code: int, message: str, suberror: str | None = None) -> AadError:
@@ -106,36 +112,57 @@ class Tokens:
         self.codes[code.code] = code
         return code
 
-    def redeem(self, client_id: str, code_value: str, redirect_uri: str,
-               verifier: str | None) -> Grant:
+    def redeem(
+        self, client_id: str, code_value: str, redirect_uri: str, verifier: str | None
+    ) -> Grant:
         code = self.codes.get(code_value)
         if code is None:
             raise invalid_grant(9002313, "Invalid request. Request is malformed or invalid.")
         if code.redeemed:
             raise invalid_grant(
-                54005, "OAuth2 Authorization code was already redeemed, please retry with a new "
-                "valid code or use an existing refresh token.")
+                54005,
+                "OAuth2 Authorization code was already redeemed, please retry with a new "
+                "valid code or use an existing refresh token.",
+            )
         if time.time() > code.expires_at:
             raise invalid_grant(
-                70008, "The provided authorization code or refresh token has expired due to "
+                70008,
+                "The provided authorization code or refresh token has expired due to "
                 "inactivity. Send a new interactive authorization request for this user and "
-                "resource.", "bad_token")
+                "resource.",
+                "bad_token",
+            )
         if code.client_id != client_id:
-            raise invalid_grant(70000, "The provided value for the 'code' parameter is not "
-                                "valid. The code was issued to a different client.")
+            raise invalid_grant(
+                70000,
+                "The provided value for the 'code' parameter is not "
+                "valid. The code was issued to a different client.",
+            )
         if code.redirect_uri != redirect_uri:
             raise invalid_grant(
-                50011, f"The redirect URI '{redirect_uri}' specified in the request does not "
-                "match the redirect URI used in the authorization request.")
-        if code.challenge:
-            if not verifier or not pkce_matches(verifier, code.challenge, code.challenge_method):
-                raise invalid_grant(50148, "The code_verifier does not match the code_challenge "
-                                    "supplied in the authorization request for PKCE.")
+                50011,
+                f"The redirect URI '{redirect_uri}' specified in the request does not "
+                "match the redirect URI used in the authorization request.",
+            )
+        if code.challenge and (
+            not verifier or not pkce_matches(verifier, code.challenge, code.challenge_method)
+        ):
+            raise invalid_grant(
+                50148,
+                "The code_verifier does not match the code_challenge "
+                "supplied in the authorization request for PKCE.",
+            )
         code.redeemed = True
         grant = Grant(
-            id=secrets.token_hex(8), tenant_id=code.tenant_id, user_id=code.user_id,
-            client_id=client_id, graph_scopes=code.graph_scopes, oidc=code.oidc,
-            auth_time=time.time(), mfa_at=code.mfa_at, nonce=code.nonce,
+            id=secrets.token_hex(8),
+            tenant_id=code.tenant_id,
+            user_id=code.user_id,
+            client_id=client_id,
+            graph_scopes=code.graph_scopes,
+            oidc=code.oidc,
+            auth_time=time.time(),
+            mfa_at=code.mfa_at,
+            nonce=code.nonce,
         )
         self.grants[grant.id] = grant
         return grant
@@ -154,12 +181,18 @@ class Tokens:
             raise invalid_grant(9002313, "Invalid request. Request is malformed or invalid.")
         grant = self.grants[found.grant_id]
         if grant.client_id != client_id:
-            raise invalid_grant(70000, "The provided value for the 'refresh_token' is not "
-                                "valid. The refresh token was issued to a different client.")
+            raise invalid_grant(
+                70000,
+                "The provided value for the 'refresh_token' is not "
+                "valid. The refresh token was issued to a different client.",
+            )
         if grant.revoked:
             raise invalid_grant(
-                50173, "The provided grant has expired due to it being revoked, a fresh auth "
-                f"token is needed. The user might have changed or reset their password. ({grant.revoked})")
+                50173,
+                "The provided grant has expired due to it being revoked, a fresh auth "
+                "token is needed. The user might have changed or reset their password. "
+                f"({grant.revoked})",
+            )
         self._check_rotation(grant, found)
         user = self.world.directory.find_user(grant.user_id)
         if user is None:
@@ -176,12 +209,19 @@ class Tokens:
         if policy.startswith("grace:"):
             if time.time() - token.rotated_at <= float(policy.split(":", 1)[1]):
                 return
-            raise invalid_grant(70000, "The provided value for the 'refresh_token' is not valid: "
-                                "it was replaced by a newer refresh token.", "bad_token")
+            raise invalid_grant(
+                70000,
+                "The provided value for the 'refresh_token' is not valid: "
+                "it was replaced by a newer refresh token.",
+                "bad_token",
+            )
         grant.revoked = "a rotated refresh token was replayed"
-        raise invalid_grant(70000, "The provided value for the 'refresh_token' is not valid: a "
-                            "rotated refresh token was replayed, so the whole grant is revoked.",
-                            "bad_token")
+        raise invalid_grant(
+            70000,
+            "The provided value for the 'refresh_token' is not valid: a "
+            "rotated refresh token was replayed, so the whole grant is revoked.",
+            "bad_token",
+        )
 
     def rotate(self, grant: Grant, old: RefreshToken) -> str:
         old.rotated_at = old.rotated_at or time.time()
@@ -192,12 +232,17 @@ class Tokens:
         if since is None or (mfa_at is not None and mfa_at >= since):
             return
         raise AadError(
-            user.mfa_error, 50076, "Due to a configuration change made by your administrator, "
+            user.mfa_error,
+            50076,
+            "Due to a configuration change made by your administrator, "
             "or because you moved to a new location, you must use multi-factor authentication "
-            "to access '00000003-0000-0000-c000-000000000000'.", suberror="basic_action")
+            "to access '00000003-0000-0000-c000-000000000000'.",
+            suberror="basic_action",
+        )
 
-    def revoke_user(self, tenant_id: str, user_id: str, client_id: str | None,
-                    access_too: bool = False) -> int:
+    def revoke_user(
+        self, tenant_id: str, user_id: str, client_id: str | None, access_too: bool = False
+    ) -> int:
         count = 0
         for grant in self.grants.values():
             if grant.user_id == user_id and client_id in (None, grant.client_id):
@@ -215,11 +260,25 @@ class Tokens:
         configured = self.world.settings.access_token_lifetime
         return int(configured) if configured is not None else random.randint(3600, 5400)
 
-    def new_access(self, tenant_id: str, user_id: str | None, client_id: str,
-                   scopes: list[str], roles: list[str]) -> AccessToken:
+    def new_access(
+        self,
+        tenant_id: str,
+        user_id: str | None,
+        client_id: str,
+        scopes: list[str],
+        roles: list[str],
+    ) -> AccessToken:
         now = time.time()
-        token = AccessToken("EwA" + secrets.token_urlsafe(90), tenant_id, user_id, client_id,
-                            scopes, roles, now + self.lifetime(), now)
+        token = AccessToken(
+            "EwA" + secrets.token_urlsafe(90),
+            tenant_id,
+            user_id,
+            client_id,
+            scopes,
+            roles,
+            now + self.lifetime(),
+            now,
+        )
         self.access[token.token] = token
         self._sweep(now)
         return token
@@ -246,5 +305,7 @@ class Tokens:
         self.requests[(client_id, grant_type, user_id)] += 1
 
     def request_counts(self) -> list[dict[str, Any]]:
-        return [{"client_id": c, "grant_type": g, "user_id": u or None, "count": n}
-                for (c, g, u), n in sorted(self.requests.items())]
+        return [
+            {"client_id": c, "grant_type": g, "user_id": u or None, "count": n}
+            for (c, g, u), n in sorted(self.requests.items())
+        ]

@@ -130,32 +130,54 @@ class World:
             box.folders[name] = self.store.register(coll)
             box.folder_ids[folder_id] = name
         box.events = self.store.register(
-            Collection(self.store, f"u:{user.id}:events", EVENT,
-                       outlook_prefix(f"{user.id}/events"), int(data.get("events", 0)),
-                       self._owner(user, tenant, ""))
+            Collection(
+                self.store,
+                f"u:{user.id}:events",
+                EVENT,
+                outlook_prefix(f"{user.id}/events"),
+                int(data.get("events", 0)),
+                self._owner(user, tenant, ""),
+            )
         )
         contacts_folder = outlook_prefix(f"{user.id}/folder/contacts") + "AQAAAA=="
         box.folder_ids[contacts_folder] = "contacts"
         box.contacts = self.store.register(
-            Collection(self.store, f"u:{user.id}:contacts", CONTACT,
-                       outlook_prefix(f"{user.id}/contacts"), int(data.get("contacts", 0)),
-                       self._owner(user, tenant, contacts_folder))
+            Collection(
+                self.store,
+                f"u:{user.id}:contacts",
+                CONTACT,
+                outlook_prefix(f"{user.id}/contacts"),
+                int(data.get("contacts", 0)),
+                self._owner(user, tenant, contacts_folder),
+            )
         )
         box.drive_id = "b!" + outlook_prefix(f"{user.id}/drive")[6:]
         files = int(data.get("files", 0))
         drive_owner = self._owner(user, tenant, "")
         drive_owner.drive_id = box.drive_id
         box.drive = self.store.register(
-            Collection(self.store, f"u:{user.id}:drive", DRIVE_ITEM,
-                       "01" + outlook_prefix(f"{user.id}/drive")[6:16].upper(),
-                       files + 1 if files else 1, drive_owner)
+            Collection(
+                self.store,
+                f"u:{user.id}:drive",
+                DRIVE_ITEM,
+                "01" + outlook_prefix(f"{user.id}/drive")[6:16].upper(),
+                files + 1 if files else 1,
+                drive_owner,
+            )
         )
         self.mailboxes[user.id] = box
         return box
 
     def _owner(self, user: User, tenant: Tenant, folder_id: str) -> Owner:
-        return Owner(user.id, user.display_name, user.upn, tenant.domain, self.seed,
-                     self.base_time, folder_id)
+        return Owner(
+            user.id,
+            user.display_name,
+            user.upn,
+            tenant.domain,
+            self.seed,
+            self.base_time,
+            folder_id,
+        )
 
     def folder_name(self, box: Mailbox, ref: str) -> str | None:
         """A mail folder by well-known name (any case) or by id."""

@@ -28,19 +28,42 @@ ADMIN_REDIRECT = "http://127.0.0.1:8000/connections/admin-consent/callback/"
 ADELE = "5f1c9e2a-7b3d-4c8e-9f10-2a3b4c5d6e7f"
 ALEX = "0c7d8e9f-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
 DIEGO = "e2f3a4b5-c6d7-4e8f-9a0b-1c2d3e4f5a6c"
-SCOPES = ["openid", "profile", "email", "offline_access", "User.Read", "Mail.Read",
-          "Calendars.Read", "Contacts.Read", "Files.Read"]
+SCOPES = [
+    "openid",
+    "profile",
+    "email",
+    "offline_access",
+    "User.Read",
+    "Mail.Read",
+    "Calendars.Read",
+    "Contacts.Read",
+    "Files.Read",
+]
 
 
 def scenario() -> dict[str, Any]:
     spec = json.loads(DEMO_SCENARIO.read_text())
-    spec["tenants"].append({"id": FABRIKAM, "domain": "fabrikam.example", "name": "Fabrikam",
-                            "users": [{"upn": "megan.bowen@fabrikam.example", "admin": True,
-                                       "data": {"messages": 5}}]})
-    spec["apps"].append({"client_id": SINGLE_CLIENT_ID, "name": "Single tenant tool",
-                         "home_tenant": CONTOSO, "multi_tenant": False,
-                         "redirect_uris": [REDIRECT], "secrets": [{"value": SINGLE_SECRET}],
-                         "application_permissions": ["User.Read.All"]})
+    spec["tenants"].append(
+        {
+            "id": FABRIKAM,
+            "domain": "fabrikam.example",
+            "name": "Fabrikam",
+            "users": [
+                {"upn": "megan.bowen@fabrikam.example", "admin": True, "data": {"messages": 5}}
+            ],
+        }
+    )
+    spec["apps"].append(
+        {
+            "client_id": SINGLE_CLIENT_ID,
+            "name": "Single tenant tool",
+            "home_tenant": CONTOSO,
+            "multi_tenant": False,
+            "redirect_uris": [REDIRECT],
+            "secrets": [{"value": SINGLE_SECRET}],
+            "application_permissions": ["User.Read.All"],
+        }
+    )
     return spec
 
 
@@ -64,13 +87,19 @@ def relaxed_scope(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
 
-def oauth_session(scope: list[str] | None = None, client_id: str = CLIENT_ID,
-                  redirect_uri: str = REDIRECT) -> OAuth2Session:
+def oauth_session(
+    scope: list[str] | None = None, client_id: str = CLIENT_ID, redirect_uri: str = REDIRECT
+) -> OAuth2Session:
     return OAuth2Session(client_id, redirect_uri=redirect_uri, scope=scope or SCOPES, pkce="S256")
 
 
-def press(login_url: str, authorize_url: str, user: str = ADELE, action: str = "accept",
-          http: requests.Session | None = None) -> requests.Response:
+def press(
+    login_url: str,
+    authorize_url: str,
+    user: str = ADELE,
+    action: str = "accept",
+    http: requests.Session | None = None,
+) -> requests.Response:
     """Open the sign-in page like a browser and press Accept or Cancel for one user."""
     http = http or requests.Session()
     page = http.get(authorize_url, allow_redirects=False, timeout=10)
@@ -79,10 +108,12 @@ def press(login_url: str, authorize_url: str, user: str = ADELE, action: str = "
     assert params, page.text
     import html
 
-    return http.post(authorize_url.split("?")[0],
-                     data={"params": html.unescape(params.group(1)), "user": user,
-                           "action": action},
-                     allow_redirects=False, timeout=10)
+    return http.post(
+        authorize_url.split("?")[0],
+        data={"params": html.unescape(params.group(1)), "user": user, "action": action},
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 def redirect_params(response: requests.Response) -> dict[str, str]:
@@ -90,18 +121,27 @@ def redirect_params(response: requests.Response) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
 
 
-def connect(emu: RunningEmulator, user: str = ADELE, scope: list[str] | None = None,
-            tenant: str = "common", client_id: str = CLIENT_ID,
-            secret: str = SECRET) -> tuple[OAuth2Session, dict[str, Any]]:
+def connect(
+    emu: RunningEmulator,
+    user: str = ADELE,
+    scope: list[str] | None = None,
+    tenant: str = "common",
+    client_id: str = CLIENT_ID,
+    secret: str = SECRET,
+) -> tuple[OAuth2Session, dict[str, Any]]:
     """A whole code flow with PKCE, as the portal does it; returns the session and token."""
     session = oauth_session(scope, client_id)
-    url, state = session.authorization_url(f"{emu.login_url}/{tenant}/oauth2/v2.0/authorize",
-                                           nonce="n-0S6_WzA2Mj")
+    url, state = session.authorization_url(
+        f"{emu.login_url}/{tenant}/oauth2/v2.0/authorize", nonce="n-0S6_WzA2Mj"
+    )
     response = press(emu.login_url, url, user)
     location = response.headers["Location"]
-    token = session.fetch_token(f"{emu.login_url}/{tenant}/oauth2/v2.0/token",
-                                authorization_response=location, client_secret=secret,
-                                include_client_id=True)
+    token = session.fetch_token(
+        f"{emu.login_url}/{tenant}/oauth2/v2.0/token",
+        authorization_response=location,
+        client_secret=secret,
+        include_client_id=True,
+    )
     return session, token
 
 
@@ -112,9 +152,16 @@ def graph_get(emu: RunningEmulator, token: str, path: str, **kwargs: Any) -> req
 
 
 def app_token(emu: RunningEmulator, tenant: str = CONTOSO) -> str:
-    response = requests.post(f"{emu.login_url}/{tenant}/oauth2/v2.0/token", data={
-        "grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": SECRET,
-        "scope": "https://graph.microsoft.com/.default"}, timeout=10)
+    response = requests.post(
+        f"{emu.login_url}/{tenant}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "scope": "https://graph.microsoft.com/.default",
+        },
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 

@@ -19,9 +19,16 @@ DEFAULT = "https://graph.microsoft.com/.default"
 
 
 def client_credentials(emu, tenant=CONTOSO, scope=DEFAULT):
-    return requests.post(f"{emu.login_url}/{tenant}/oauth2/v2.0/token", data={
-        "grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": SECRET,
-        "scope": scope}, timeout=10)
+    return requests.post(
+        f"{emu.login_url}/{tenant}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "scope": scope,
+        },
+        timeout=10,
+    )
 
 
 def test_client_credentials_give_a_token_without_refresh_token(emulator):
@@ -57,8 +64,12 @@ def test_app_not_consented_in_a_foreign_tenant_is_700016(emulator):
 def test_users_delta_pages_changes_and_removals(emulator):
     emulator.control.grant_consent(CONTOSO, CLIENT_ID)
     token = app_token(emulator)
-    first = graph_get(emulator, token, "users/delta?$select=displayName,jobTitle",
-                      headers={"Prefer": "odata.maxpagesize=2"}).json()
+    first = graph_get(
+        emulator,
+        token,
+        "users/delta?$select=displayName,jobTitle",
+        headers={"Prefer": "odata.maxpagesize=2"},
+    ).json()
     assert first["@odata.context"].endswith("$metadata#users")
     seen = list(first["value"])
     page = first

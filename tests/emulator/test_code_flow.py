@@ -27,15 +27,21 @@ from tests.emulator.conftest import (
 
 
 def authorize_url(emu, tenant="common", **params):
-    base = {"client_id": CLIENT_ID, "response_type": "code", "redirect_uri": REDIRECT,
-            "scope": "openid offline_access User.Read", "state": "st-1"}
+    base = {
+        "client_id": CLIENT_ID,
+        "response_type": "code",
+        "redirect_uri": REDIRECT,
+        "scope": "openid offline_access User.Read",
+        "state": "st-1",
+    }
     base.update(params)
     return f"{emu.login_url}/{tenant}/oauth2/v2.0/authorize?{urlencode(base)}"
 
 
 def token_post(emu, tenant="common", auth=None, **data):
-    return requests.post(f"{emu.login_url}/{tenant}/oauth2/v2.0/token", data=data, auth=auth,
-                         timeout=10)
+    return requests.post(
+        f"{emu.login_url}/{tenant}/oauth2/v2.0/token", data=data, auth=auth, timeout=10
+    )
 
 
 def test_code_flow_with_pkce_gives_tokens_and_a_valid_id_token(emulator, relaxed_scope):
@@ -48,10 +54,14 @@ def test_code_flow_with_pkce_gives_tokens_and_a_valid_id_token(emulator, relaxed
     assert 3600 <= token["expires_in"] <= 5400 and token["ext_expires_in"] == token["expires_in"]
     assert token["refresh_token"]
     key = jwt.PyJWKClient(f"{emulator.login_url}/common/discovery/v2.0/keys")
-    claims = jwt.decode(token["id_token"], key.get_signing_key_from_jwt(token["id_token"]).key,
-                        algorithms=["RS256"], audience=CLIENT_ID,
-                        issuer=f"{emulator.login_url}/{CONTOSO}/v2.0",
-                        options={"require": ["exp", "iat", "nbf", "tid", "oid", "sub"]})
+    claims = jwt.decode(
+        token["id_token"],
+        key.get_signing_key_from_jwt(token["id_token"]).key,
+        algorithms=["RS256"],
+        audience=CLIENT_ID,
+        issuer=f"{emulator.login_url}/{CONTOSO}/v2.0",
+        options={"require": ["exp", "iat", "nbf", "tid", "oid", "sub"]},
+    )
     assert claims["tid"] == CONTOSO and claims["oid"] == ADELE
     assert claims["nonce"] == "n-0S6_WzA2Mj"
     assert claims["preferred_username"] == "adele.vance@contoso.example"
@@ -72,8 +82,14 @@ def test_sign_in_page_lists_users_and_state_comes_back(emulator):
 def test_no_refresh_token_without_offline_access_and_no_id_token_without_openid(emulator):
     outcome = emulator.control.sign_in(authorize_url(emulator, scope="User.Read"), ADELE)
     code = outcome["params"]["code"]
-    body = token_post(emulator, grant_type="authorization_code", client_id=CLIENT_ID,
-                      client_secret=SECRET, code=code, redirect_uri=REDIRECT).json()
+    body = token_post(
+        emulator,
+        grant_type="authorization_code",
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        code=code,
+        redirect_uri=REDIRECT,
+    ).json()
     assert "refresh_token" not in body and "id_token" not in body
     assert body["scope"] == "User.Read"
 
@@ -94,24 +110,39 @@ def test_cancel_returns_access_denied_65004(emulator):
 
 
 def test_redirect_uri_mismatch_and_unknown_client_show_a_page_and_never_redirect(emulator):
-    wrong = requests.get(authorize_url(emulator, redirect_uri="http://evil.example/cb"),
-                         allow_redirects=False, timeout=10)
+    wrong = requests.get(
+        authorize_url(emulator, redirect_uri="http://evil.example/cb"),
+        allow_redirects=False,
+        timeout=10,
+    )
     assert wrong.status_code == 400 and "AADSTS50011" in wrong.text
     assert "Location" not in wrong.headers
-    unknown = requests.get(authorize_url(emulator, client_id="00000000-0000-0000-0000-000000000001"),
-                           allow_redirects=False, timeout=10)
+    unknown = requests.get(
+        authorize_url(emulator, client_id="00000000-0000-0000-0000-000000000001"),
+        allow_redirects=False,
+        timeout=10,
+    )
     assert unknown.status_code == 400 and "AADSTS700016" in unknown.text
 
 
-@pytest.mark.parametrize(("params", "tenant", "error", "code"), [
-    ({"scope": "https://graph.microsoft.com/.default User.Read"}, "common", "invalid_scope", 70011),
-    ({"client_id": SINGLE_CLIENT_ID}, "common", "invalid_request", 50194),
-    ({"response_type": "token"}, "common", "unsupported_response_type", 700054),
-    ({"prompt": "none"}, "common", "login_required", 50058),
-])
+@pytest.mark.parametrize(
+    ("params", "tenant", "error", "code"),
+    [
+        (
+            {"scope": "https://graph.microsoft.com/.default User.Read"},
+            "common",
+            "invalid_scope",
+            70011,
+        ),
+        ({"client_id": SINGLE_CLIENT_ID}, "common", "invalid_request", 50194),
+        ({"response_type": "token"}, "common", "unsupported_response_type", 700054),
+        ({"prompt": "none"}, "common", "login_required", 50058),
+    ],
+)
 def test_authorize_errors_go_back_to_the_redirect_uri(emulator, params, tenant, error, code):
-    response = requests.get(authorize_url(emulator, tenant, **params), allow_redirects=False,
-                            timeout=10)
+    response = requests.get(
+        authorize_url(emulator, tenant, **params), allow_redirects=False, timeout=10
+    )
     found = redirect_params(response)
     assert found["error"] == error
     assert found["error_description"].startswith(f"AADSTS{code}:")
@@ -121,9 +152,14 @@ def test_authorize_errors_go_back_to_the_redirect_uri(emulator, params, tenant, 
 def test_unknown_tenant_is_aadsts90002(emulator):
     page = requests.get(authorize_url(emulator, "nowhere.example"), timeout=10)
     assert page.status_code == 400 and "AADSTS90002" in page.text
-    body = token_post(emulator, "nowhere.example", grant_type="client_credentials",
-                      client_id=CLIENT_ID, client_secret=SECRET,
-                      scope="https://graph.microsoft.com/.default").json()
+    body = token_post(
+        emulator,
+        "nowhere.example",
+        grant_type="client_credentials",
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        scope="https://graph.microsoft.com/.default",
+    ).json()
     assert body["error_codes"] == [90002]
 
 
@@ -132,15 +168,23 @@ def test_prompt_none_with_a_session_and_consent_signs_in_silently(emulator):
     press(emulator.login_url, authorize_url(emulator), http=http)
     silent = http.get(authorize_url(emulator, prompt="none"), allow_redirects=False, timeout=10)
     assert "code" in redirect_params(silent)
-    more = http.get(authorize_url(emulator, prompt="none", scope="openid Mail.ReadWrite"),
-                    allow_redirects=False, timeout=10)
+    more = http.get(
+        authorize_url(emulator, prompt="none", scope="openid Mail.ReadWrite"),
+        allow_redirects=False,
+        timeout=10,
+    )
     params = redirect_params(more)
     assert params["error"] == "consent_required" and "AADSTS65001" in params["error_description"]
 
 
 def redeem(emulator, code, verifier=None, **extra):
-    data = {"grant_type": "authorization_code", "client_id": CLIENT_ID, "client_secret": SECRET,
-            "code": code, "redirect_uri": REDIRECT}
+    data = {
+        "grant_type": "authorization_code",
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "code": code,
+        "redirect_uri": REDIRECT,
+    }
     if verifier:
         data["code_verifier"] = verifier
     data.update(extra)
@@ -192,15 +236,26 @@ def test_client_authentication_errors(emulator):
     emulator.control.set_secret_expiry(CLIENT_ID, SECRET, expired=True)
     expired = redeem(emulator, code)
     assert expired.status_code == 401 and expired.json()["error_codes"] == [7000222]
-    unknown = token_post(emulator, grant_type="authorization_code", client_id="nope",
-                         client_secret="x", code=code, redirect_uri=REDIRECT).json()
+    unknown = token_post(
+        emulator,
+        grant_type="authorization_code",
+        client_id="nope",
+        client_secret="x",
+        code=code,
+        redirect_uri=REDIRECT,
+    ).json()
     assert unknown["error_codes"] == [700016]
 
 
 def test_http_basic_client_authentication(emulator):
     code = emulator.control.sign_in(authorize_url(emulator), ADELE)["params"]["code"]
-    response = token_post(emulator, auth=(CLIENT_ID, SECRET), grant_type="authorization_code",
-                          code=code, redirect_uri=REDIRECT)
+    response = token_post(
+        emulator,
+        auth=(CLIENT_ID, SECRET),
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=REDIRECT,
+    )
     assert response.status_code == 200, response.text
 
 
@@ -217,34 +272,64 @@ def test_certificate_client_assertion(emulator):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graphport")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     thumb = emulator.control.add_certificate(CLIENT_ID, pem)
     der = cert.public_bytes(serialization.Encoding.DER)
     assert thumb == base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
     endpoint = f"{emulator.login_url}/{CONTOSO}/oauth2/v2.0/token"
-    assertion = jwt.encode({"aud": endpoint, "iss": CLIENT_ID, "sub": CLIENT_ID,
-                            "jti": str(uuid.uuid4()), "exp": int(time.time()) + 300,
-                            "nbf": int(time.time())}, key, algorithm="RS256",
-                           headers={"x5t": thumb})
-    response = requests.post(endpoint, data={
-        "grant_type": "client_credentials", "client_id": CLIENT_ID,
-        "scope": "https://graph.microsoft.com/.default",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion}, timeout=10)
+    assertion = jwt.encode(
+        {
+            "aud": endpoint,
+            "iss": CLIENT_ID,
+            "sub": CLIENT_ID,
+            "jti": str(uuid.uuid4()),
+            "exp": int(time.time()) + 300,
+            "nbf": int(time.time()),
+        },
+        key,
+        algorithm="RS256",
+        headers={"x5t": thumb},
+    )
+    response = requests.post(
+        endpoint,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": CLIENT_ID,
+            "scope": "https://graph.microsoft.com/.default",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        },
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    forged = jwt.encode({"aud": endpoint, "iss": CLIENT_ID, "sub": CLIENT_ID,
-                         "exp": int(time.time()) + 300}, other, algorithm="RS256",
-                        headers={"x5t": thumb})
-    refused = requests.post(endpoint, data={
-        "grant_type": "client_credentials", "client_id": CLIENT_ID,
-        "scope": "https://graph.microsoft.com/.default",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": forged}, timeout=10)
+    forged = jwt.encode(
+        {"aud": endpoint, "iss": CLIENT_ID, "sub": CLIENT_ID, "exp": int(time.time()) + 300},
+        other,
+        algorithm="RS256",
+        headers={"x5t": thumb},
+    )
+    refused = requests.post(
+        endpoint,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": CLIENT_ID,
+            "scope": "https://graph.microsoft.com/.default",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": forged,
+        },
+        timeout=10,
+    )
     assert refused.status_code == 401 and refused.json()["error_codes"] == [700027]
 
 
@@ -275,13 +360,22 @@ def test_expired_access_token_is_401_invalid_authentication_token(emulator, rela
 
 
 def test_admin_consent_page_redirects_with_tenant(emulator):
-    url = (f"{emulator.login_url}/organizations/v2.0/adminconsent?" + urlencode({
-        "client_id": CLIENT_ID, "redirect_uri": "http://127.0.0.1:8000/connections/admin-consent/callback/",
-        "state": "adm-1", "scope": "https://graph.microsoft.com/.default"}))
+    url = f"{emulator.login_url}/organizations/v2.0/adminconsent?" + urlencode(
+        {
+            "client_id": CLIENT_ID,
+            "redirect_uri": "http://127.0.0.1:8000/connections/admin-consent/callback/",
+            "state": "adm-1",
+            "scope": "https://graph.microsoft.com/.default",
+        }
+    )
     response = press(emulator.login_url, url, ADELE)
     params = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
-    assert params == {"admin_consent": "True", "tenant": CONTOSO,
-                      "scope": "https://graph.microsoft.com/.default", "state": "adm-1"}
+    assert params == {
+        "admin_consent": "True",
+        "tenant": CONTOSO,
+        "scope": "https://graph.microsoft.com/.default",
+        "state": "adm-1",
+    }
     denied = press(emulator.login_url, url, ADELE, action="cancel")
     assert "error=access_denied" in denied.headers["Location"]
 

@@ -9,29 +9,34 @@ from tests.emulator.conftest import CLIENT_ID, CONTOSO, connect
 
 
 def test_tenant_metadata_names_its_own_issuer_and_endpoints(emulator):
-    meta = requests.get(f"{emulator.login_url}/{CONTOSO}/v2.0/.well-known/openid-configuration",
-                        timeout=10).json()
+    meta = requests.get(
+        f"{emulator.login_url}/{CONTOSO}/v2.0/.well-known/openid-configuration", timeout=10
+    ).json()
     assert meta["issuer"] == f"{emulator.login_url}/{CONTOSO}/v2.0"
     assert meta["token_endpoint"] == f"{emulator.login_url}/{CONTOSO}/oauth2/v2.0/token"
     assert meta["jwks_uri"] == f"{emulator.login_url}/{CONTOSO}/discovery/v2.0/keys"
 
 
 def test_common_and_domain_metadata(emulator):
-    common = requests.get(f"{emulator.login_url}/common/v2.0/.well-known/openid-configuration",
-                          timeout=10).json()
+    common = requests.get(
+        f"{emulator.login_url}/common/v2.0/.well-known/openid-configuration", timeout=10
+    ).json()
     assert common["issuer"] == f"{emulator.login_url}/{{tenantid}}/v2.0"
     assert common["authorization_endpoint"].endswith("/common/oauth2/v2.0/authorize")
-    orgs = requests.get(f"{emulator.login_url}/organizations/v2.0/.well-known/openid-configuration",
-                        timeout=10).json()
+    orgs = requests.get(
+        f"{emulator.login_url}/organizations/v2.0/.well-known/openid-configuration", timeout=10
+    ).json()
     assert orgs["issuer"] == f"{emulator.login_url}/{{tenantid}}/v2.0"
     by_domain = requests.get(
-        f"{emulator.login_url}/contoso.example/v2.0/.well-known/openid-configuration", timeout=10)
+        f"{emulator.login_url}/contoso.example/v2.0/.well-known/openid-configuration", timeout=10
+    )
     assert by_domain.json()["issuer"] == f"{emulator.login_url}/{CONTOSO}/v2.0"
 
 
 def test_unknown_tenant_metadata_is_aadsts90002(emulator):
     response = requests.get(
-        f"{emulator.login_url}/nowhere.example/v2.0/.well-known/openid-configuration", timeout=10)
+        f"{emulator.login_url}/nowhere.example/v2.0/.well-known/openid-configuration", timeout=10
+    )
     assert response.status_code == 400
     assert response.json()["error_codes"] == [90002]
 
@@ -56,7 +61,13 @@ def test_id_token_signature_checks_with_jwks_and_survives_key_rotation(emulator,
 
 def test_graph_and_login_hosts_do_not_answer_for_each_other(emulator):
     assert requests.get(f"{emulator.login_url}/v1.0/me", timeout=10).status_code == 404
-    assert requests.post(f"{emulator.graph_url}/common/oauth2/v2.0/token",
-                         timeout=10).status_code == 404
-    assert requests.get(f"{emulator.graph_url}/common/v2.0/.well-known/openid-configuration",
-                        timeout=10).status_code == 404
+    assert (
+        requests.post(f"{emulator.graph_url}/common/oauth2/v2.0/token", timeout=10).status_code
+        == 404
+    )
+    assert (
+        requests.get(
+            f"{emulator.graph_url}/common/v2.0/.well-known/openid-configuration", timeout=10
+        ).status_code
+        == 404
+    )

@@ -11,15 +11,21 @@ from tests.emulator.conftest import ADELE, CLIENT_ID, SECRET, connect, graph_get
 
 
 def refresh(emu, refresh_token, **extra):
-    data = {"grant_type": "refresh_token", "client_id": CLIENT_ID, "client_secret": SECRET,
-            "refresh_token": refresh_token, **extra}
+    data = {
+        "grant_type": "refresh_token",
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "refresh_token": refresh_token,
+        **extra,
+    }
     return requests.post(f"{emu.login_url}/common/oauth2/v2.0/token", data=data, timeout=10)
 
 
 def test_refresh_with_oauth_session_rotates_the_refresh_token(emulator, relaxed_scope):
     session, token = connect(emulator)
-    new = session.refresh_token(f"{emulator.login_url}/common/oauth2/v2.0/token",
-                                client_id=CLIENT_ID, client_secret=SECRET)
+    new = session.refresh_token(
+        f"{emulator.login_url}/common/oauth2/v2.0/token", client_id=CLIENT_ID, client_secret=SECRET
+    )
     assert new["refresh_token"] != token["refresh_token"]
     assert new["access_token"] != token["access_token"]
     assert "id_token" in new

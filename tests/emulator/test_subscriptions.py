@@ -1,0 +1,107 @@
+"""Subscriptions: the validation handshake, renewal, deletion, notifications, lifecycle."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from tests.emulator.conftest import ADELE, Receiver, connect
+
+
+@pytest.fixture
+def token(emulator, relaxed_scope):
+    return connect(emulator)[1]["access_token"]
+
+
+def expiry(minutes):
+    return (datetime.now(UTC) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+
+
+def subscribe(emu, token, receiver, minutes=60, **extra):
+    body = {
+        "changeType": "created,updated,deleted",
+        "notificationUrl": f"{receiver.url}/notify",
+        "lifecycleNotificationUrl": f"{receiver.url}/lifecycle",
+        "resource": "me/mailFolders('Inbox')/messages",
+        "expirationDateTime": expiry(minutes),
+        "clientState": "s3cret",
+        **extra,
+    }
+    return requests.post(
+        f"{emu.graph_url}/v1.0/subscriptions",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def wait_for(predicate, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_create_validates_both_urls_then_renew_and_delete(emulator, token, receiver):
+    created = subscribe(emulator, token, receiver)
+    assert created.status_code == 201, created.text
+    sub = created.json()
+    assert len(receiver.validations) == 2
+    assert receiver.validations[0].startswith("Validation: Testing client application")
+    assert sub["clientState"] == "s3cret" and sub["resource"] == "me/mailFolders('Inbox')/messages"
+    url = f"{emulator.graph_url}/v1.0/subscriptions/{sub['id']}"
+    headers = {"Authorization": f"Bearer {token}"}
+    renewed = requests.patch(
+        url, json={"expirationDateTime": expiry(120)}, headers=headers, timeout=10
+    )
+    assert renewed.status_code == 200
+    too_long = requests.patch(
+        url, json={"expirationDateTime": expiry(10081)}, headers=headers, timeout=10
+    )
+    assert too_long.status_code == 400
+    assert requests.delete(url, headers=headers, timeout=10).status_code == 204
+    assert requests.get(url, headers=headers, timeout=10).status_code == 404
+
+
+def test_failed_handshake_is_rejected(emulator, token):
+    silent = Receiver(echo=False)
+    try:
+        response = subscribe(emulator, token, silent)
+    finally:
+        silent.close()
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "ValidationError"
+
+
+def test_expiry_beyond_the_resource_maximum_is_rejected(emulator, token, receiver):
+    response = subscribe(emulator, token, receiver, minutes=10081)
+    assert response.status_code == 400
+    assert "10080" in response.json()["error"]["message"]
+
+
+def test_data_changes_are_notified_with_client_state(emulator, token, receiver):
+    sub = subscribe(emulator, token, receiver).json()
+    new_id = emulator.control.add_items(ADELE, "messages", count=1)[0]
+    assert wait_for(lambda: receiver.received)
+    note = receiver.received[0]["body"]["value"][0]
+    assert note["subscriptionId"] == sub["id"] and note["clientState"] == "s3cret"
+    assert note["changeType"] == "created" and note["resourceData"]["id"] == new_id
+    assert note["resource"] == f"Users/{ADELE}/Messages/{new_id}"
+
+
+def test_lifecycle_events_go_to_the_lifecycle_url(emulator, token, receiver):
+    sub = subscribe(emulator, token, receiver).json()
+    for event in ("reauthorizationRequired", "missed", "subscriptionRemoved"):
+        assert emulator.control.fire_lifecycle(sub["id"], event) == 202
+    events = [
+        r["body"]["value"][0]["lifecycleEvent"]
+        for r in receiver.received
+        if r["path"] == "/lifecycle"
+    ]
+    assert events == ["reauthorizationRequired", "missed", "subscriptionRemoved"]
+    assert emulator.control.subscriptions()["subscriptions"] == []
