@@ -27,7 +27,7 @@ from connections.scopes import OIDC_SCOPES
 class FlowError(Exception):
     """A callback that ends without a connection. `kind` picks the page's advice."""
 
-    kind: str  # bad_state | cancelled | consent | redirect_uri | mfa | no_refresh_token |
+    kind: str  # bad_state | cancelled | consent | redirect_uri | mfa | login | no_refresh_token |
     #             invalid_id_token | already_connected | app_credentials | code_used | other
     message: str
     code: str = ""
@@ -134,7 +134,14 @@ def _authorize_error(params: dict[str, str], app: EntraApp) -> FlowError:
         return FlowError("consent", "Permission to these data needs consent first.", **common)
     if error == "access_denied" or code == 65004:
         return FlowError("cancelled", "You cancelled the sign-in; nothing was connected.", **common)
-    if code in (50076, 50079, 53003) or error in ("interaction_required", "login_required"):
+    if error == "login_required":
+        return FlowError(
+            "login",
+            "Microsoft needs you to sign in interactively; the app asked for a silent sign-in "
+            "(prompt=none) and there was no Microsoft session to use.",
+            **common,
+        )
+    if code in (50076, 50079, 53003) or error == "interaction_required":
         return FlowError(
             "mfa",
             "Your organisation requires another step (multi-factor authentication or a "

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from emulator import scenario
+from emulator.authorize import silent
 from emulator.control_data import DATA_ROUTES
 from emulator.directory import Secret
 from emulator.identity import decide, start
@@ -271,6 +272,11 @@ async def sign_in(request: web.Request) -> web.Response:
     result = start(emu, segments[0], params, admin=admin)
     if not hasattr(result, "app"):
         return ok(result.public())  # type: ignore[union-attr]
+    if params.get("prompt") == "none" and not admin:
+        # A silent sign-in by a user who has a Microsoft session: no page, consent as it is.
+        ref = str(body.get("user", "")).lower()
+        user = next((u for u in result.users if ref in (u.id, u.upn.lower())), None)  # type: ignore[union-attr]
+        return ok(silent(emu, result, user.id if user else None).public())  # type: ignore[arg-type]
     outcome = decide(
         emu,
         result,

@@ -5,11 +5,15 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
+from connections.models import ClientSecret, EntraApp, Tenant
 from tests.personas import make_tenant_world, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +93,60 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         process.wait(20)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+
+
+# --- Microsoft, played by the emulator -------------------------------------------------------
+
+MS_TENANT = "8a3f2b1c-4d5e-4f60-9a7b-1c2d3e4f5a6b"  # Contoso in emulator/scenarios/demo.json
+MS_CLIENT_ID = "3c9e6d1a-52b4-4f7e-8a1d-6b0c2e9f4a17"
+MS_SECRET = "demo~secret.GraphportEmulator0123456789"
+MS_SECRET_ID = "9b1f0c2e-3d4a-4b5c-8d6e-7f8091a2b3c4"
+ADELE = "5f1c9e2a-7b3d-4c8e-9f10-2a3b4c5d6e7f"
+ALEX = "0c7d8e9f-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
+
+
+@pytest.fixture(scope="session")
+def microsoft_session():
+    from emulator.testing import DEMO_SCENARIO, running_emulator
+
+    with running_emulator(DEMO_SCENARIO) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def microsoft(microsoft_session):
+    """The emulator, reset to the demo scenario for each test."""
+    from emulator.testing import DEMO_SCENARIO, load_scenario
+
+    microsoft_session.control.load_scenario(load_scenario(DEMO_SCENARIO))
+    microsoft_session.control.reset_counters()
+    return microsoft_session
+
+
+@pytest.fixture
+def contoso(db, microsoft, settings):
+    """A portal tenant whose app registration points at the emulator's Contoso."""
+    settings.MICROSOFT_ALLOW_HTTP = True
+    tenant = Tenant.objects.create(name="Contoso Ltd")
+    admin = make_user("contoso-admin", staff=True, tenant=tenant, role="admin")
+    member = make_user("contoso-member", tenant=tenant, role="member")
+    other = make_user("contoso-other", tenant=tenant, role="member")
+    app = EntraApp.objects.create(
+        tenant=tenant,
+        name="Contoso Graph",
+        client_id=MS_CLIENT_ID,
+        directory_tenant_id=MS_TENANT,
+        cloud="custom",
+        login_base_url=microsoft.login_url,
+        graph_base_url=microsoft.graph_url,
+        authority="organizations",
+        delegated_scopes="User.Read Mail.Read Calendars.Read Contacts.Read Files.Read",
+        default_prompt="",
+    )
+    ClientSecret.objects.create(
+        app=app,
+        value=MS_SECRET,
+        hint=MS_SECRET[:3],
+        expires_on=timezone.localdate() + timedelta(days=365),
+    )
+    return SimpleNamespace(tenant=tenant, admin=admin, member=member, other=other, app=app)

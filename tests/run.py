@@ -28,6 +28,9 @@ def step(title: str, command: list[str], env: dict[str, str]) -> int:
 
 
 def main(pytest_args: list[str]) -> int:
+    # --skip-checks: pytest only, for a quick loop while working on one area.
+    skip_checks = "--skip-checks" in pytest_args
+    pytest_args = [arg for arg in pytest_args if arg != "--skip-checks"]
     env = dict(os.environ)
     env.update(
         ENV_FILE=os.devnull,
@@ -60,6 +63,8 @@ def main(pytest_args: list[str]) -> int:
             ("lint", [python, "-m", "ruff", "check", "."]),
             ("format", [python, "-m", "ruff", "format", "--check", "."]),
         ]
+        if skip_checks:
+            checks = []
         failed = [title for title, command in checks if step(title, command, env) != 0]
         code = step("tests", [python, "-m", "pytest", *pytest_args], env)
         if failed:
