@@ -16,6 +16,9 @@ from connections.models import EntraApp
 
 LEEWAY_SECONDS = 120
 JWKS_CACHE_SECONDS = 24 * 3600
+# An unknown `kid` re-fetches the JWKS at most this often, so forged tokens cannot make us
+# hammer Microsoft's key endpoint.
+JWKS_REFETCH_COOLDOWN_SECONDS = 5
 
 _jwks_clients: dict[str, jwt.PyJWKClient] = {}
 _tenant_ids: dict[str, str] = {}
@@ -48,6 +51,7 @@ def _jwks_client(url: str) -> jwt.PyJWKClient:
                 cache_keys=True,
                 lifespan=JWKS_CACHE_SECONDS,
                 timeout=settings.MICROSOFT_HTTP_TIMEOUT,
+                cooldown_duration=JWKS_REFETCH_COOLDOWN_SECONDS,
             )
             _jwks_clients[url] = client
         return client
