@@ -65,6 +65,11 @@ class Budget:
             raise ValueError("a budget needs limit >= 1, window > 0 and margin >= 0")
 
     @classmethod
+    def app(cls) -> Budget:
+        """Every request of one app, across all tenants and services."""
+        return cls(max_in_flight=None, limit=130_000, window=10)
+
+    @classmethod
     def outlook_mailbox(cls) -> Budget:
         return cls(max_in_flight=4, limit=10_000, window=600)
 
@@ -102,6 +107,10 @@ class Scope:
     kind: str
     client_id: str
     subject: str
+
+    @classmethod
+    def app(cls, client_id: str) -> Scope:
+        return cls("app", client_id, "all")
 
     @classmethod
     def mailbox(cls, client_id: str, user_id: str) -> Scope:
@@ -159,15 +168,15 @@ local function int(n) return string.format('%d', n) end
 local function cost_of(member) return tonumber(string.match(member, ':(%d+)$')) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local lease_id, cost = ARGV[1], tonumber(ARGV[2])
-local lease_until, poll, stats_ttl = now + tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local lease_id, lease_until = ARGV[1], now + tonumber(ARGV[2])
+local poll, stats_ttl = tonumber(ARGV[3]), ARGV[4]
 local scopes = #KEYS / 5
 local longest, blocker, why = 0, 0, ''
 for i = 0, scopes - 1 do
   local inflight, log, used, cooldown, stats = KEYS[i*5+1], KEYS[i*5+2], KEYS[i*5+3],
     KEYS[i*5+4], KEYS[i*5+5]
-  local max_in_flight, limit = tonumber(ARGV[6+i*3]), tonumber(ARGV[7+i*3])
-  local span = tonumber(ARGV[8+i*3])
+  local max_in_flight, limit = tonumber(ARGV[5+i*4]), tonumber(ARGV[6+i*4])
+  local span, cost = tonumber(ARGV[7+i*4]), tonumber(ARGV[8+i*4])
   redis.call('ZREMRANGEBYSCORE', inflight, '-inf', int(now))
   local gone = redis.call('ZRANGEBYSCORE', log, '-inf', int(now - span))
   if #gone > 0 then
@@ -211,8 +220,9 @@ end
 if longest > 0 then return {0, longest, blocker, why} end
 for i = 0, scopes - 1 do
   local inflight, log, used, stats = KEYS[i*5+1], KEYS[i*5+2], KEYS[i*5+3], KEYS[i*5+5]
-  local span_ms = int(math.ceil(tonumber(ARGV[8+i*3]) / 1000))
-  if tonumber(ARGV[6+i*3]) > 0 then
+  local span_ms = int(math.ceil(tonumber(ARGV[7+i*4]) / 1000))
+  local cost = tonumber(ARGV[8+i*4])
+  if tonumber(ARGV[5+i*4]) > 0 then
     redis.call('ZADD', inflight, int(lease_until), lease_id)
     local last = redis.call('ZRANGE', inflight, -1, -1, 'WITHSCORES')
     redis.call('PEXPIRE', inflight, int(math.ceil((tonumber(last[2]) - now) / 1000)))
@@ -263,9 +273,15 @@ class Throttle:
         return f"{self.key_prefix}{scope}:{part}"
 
     def acquire(
-        self, budgets: Mapping[Scope, Budget], cost: int = 1, lease_seconds: float = 60
+        self,
+        budgets: Mapping[Scope, Budget],
+        cost: int | Mapping[Scope, int] = 1,
+        lease_seconds: float = 60,
     ) -> Grant | Wait:
         """Take `cost` units and a concurrency slot in every scope, or nothing at all.
+
+        `cost` may differ per scope: a directory read costs 2 resource units in the tenant's
+        directory scope but one request in the app-wide scope.
 
         `lease_seconds` should outlast the request's HTTP timeout: past it the slot is presumed
         abandoned by a dead worker and given to someone else.
@@ -273,22 +289,23 @@ class Throttle:
         if not budgets:
             raise ValueError("acquire needs at least one scope")
         scopes = tuple(budgets)
+        costs = {scope: cost if isinstance(cost, int) else cost[scope] for scope in scopes}
         for scope, budget in budgets.items():
-            if not 1 <= cost <= budget.limit:
-                raise ValueError(f"cost {cost} can never fit {scope}'s limit of {budget.limit}")
+            if not 1 <= costs[scope] <= budget.limit:
+                raise ValueError(f"cost {costs[scope]} can never fit {scope}'s {budget.limit}")
         keys = [self.key(scope, part) for scope in scopes for part in _KEY_PARTS]
         args: list[int | str] = [
             uuid.uuid4().hex,
-            cost,
             _micros(lease_seconds),
             _micros(self.poll_interval),
             math.ceil(self.stats_ttl * 1000),
         ]
-        for budget in budgets.values():
+        for scope, budget in budgets.items():
             args += [
                 budget.max_in_flight or 0,
                 budget.limit,
                 _micros(budget.window + budget.margin),
+                costs[scope],
             ]
         answer = self._acquire(keys=keys, args=args)
         if answer[0] == 1:
@@ -327,7 +344,7 @@ class Throttle:
     def slot(
         self,
         budgets: Mapping[Scope, Budget],
-        cost: int = 1,
+        cost: int | Mapping[Scope, int] = 1,
         lease_seconds: float = 60,
         max_sleep: float = 2.0,
     ) -> Iterator[Grant]:
