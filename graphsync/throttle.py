@@ -330,7 +330,8 @@ class Throttle:
     def throttled(self, scopes: Iterable[Scope], retry_after: str | None, attempt: int) -> float:
         """Record a 429, 503 or 504: cool every scope of the request down for `Retry-After`, or
         for an exponential backoff with full jitter when the header is missing or unreadable.
-        Returns the delay; the caller retries after it, or raises `ThrottleWait` if long."""
+        Returns how long the scopes now cool down (an earlier, longer cooldown may win); the
+        caller retries after that, or raises `ThrottleWait` when it is long."""
         delay = retry_after_seconds(retry_after)
         if delay is None:
             delay = backoff_seconds(attempt)
