@@ -3,11 +3,13 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from connections import audit, credentials
-from connections.forms import ClientSecretForm
+from connections import audit, credentials, tokens
+from connections.forms import AppCertificateForm, ClientSecretForm
 from connections.models import (
+    AppCertificate,
     AuditEvent,
     AuthorizationAttempt,
     ClientSecret,
@@ -37,6 +39,17 @@ def secret_badge(secret: ClientSecret) -> str:
     if secret.expiry_state == "expiring":
         return badge(f"expires in {days} day{'s' if days != 1 else ''}", "warn")
     return badge(f"set, expires on {secret.expires_on:%Y-%m-%d}", "ok")
+
+
+def verification_badge(obj: ClientSecret | AppCertificate) -> str:
+    if obj.verification_ok is None:
+        return "not verified"
+    works = bool(obj.verification_ok)
+    return format_html(
+        "{} {}",
+        badge("works" if works else "fails", "ok" if works else "bad"),
+        obj.verification_detail,
+    )
 
 
 class MembershipInline(TenantScopedInline, admin.TabularInline):
@@ -82,6 +95,29 @@ class ClientSecretInline(TenantScopedInline, admin.TabularInline):
         )
 
 
+class AppCertificateInline(TenantScopedInline, admin.TabularInline):
+    model = AppCertificate
+    form = AppCertificateForm
+    extra = 0
+    fields = ["description", "certificate_pem", "new_private_key", "stored", "verification"]
+    readonly_fields = ["stored", "verification"]
+    verbose_name = "certificate"
+
+    @admin.display(description="Stored")
+    def stored(self, obj: AppCertificate) -> str:
+        if not obj.pk:
+            return "—"
+        days = (obj.expires_on - timezone.localdate()).days
+        tone = "bad" if days < 0 else "warn" if days < 30 else "ok"
+        return format_html(
+            "thumbprint {} {}", obj.thumbprint_sha1, badge(f"expires {obj.expires_on}", tone)
+        )
+
+    @admin.display(description="Last check")
+    def verification(self, obj: AppCertificate) -> str:
+        return verification_badge(obj)
+
+
 @admin.register(EntraApp)
 class EntraAppAdmin(TenantScopedAdmin):
     change_form_template = "admin/connections/entraapp/change_form.html"
@@ -99,7 +135,7 @@ class EntraAppAdmin(TenantScopedAdmin):
     list_select_related = ["tenant"]
     search_fields = ["name", "client_id", "directory_tenant_id", "tenant__name"]
     actions = ["verify_credentials"]
-    inlines = [ClientSecretInline]
+    inlines = [ClientSecretInline, AppCertificateInline]
     readonly_fields = [
         "redirect_uri_field",
         "requested_scopes_field",
@@ -261,6 +297,24 @@ class EntraAppAdmin(TenantScopedAdmin):
         return instances
 
 
+class ConnectionEventInline(TenantScopedInline, admin.TabularInline):
+    model = AuditEvent
+    fk_name = "connection"
+    extra = 0
+    max_num = 0
+    fields = ["created_at", "kind", "message", "actor"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+    verbose_name_plural = "event history"
+    tenant_admin_can_add = tenant_admin_can_change = tenant_admin_can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Connection)
 class ConnectionAdmin(TenantScopedAdmin):
     tenant_lookup = "app__tenant"
@@ -269,12 +323,13 @@ class ConnectionAdmin(TenantScopedAdmin):
         "account",
         "app",
         "kind",
-        "status",
+        "status_badge",
         "access_token_expires_at",
         "last_refreshed_at",
+        "refresh_token_age",
         "failure_streak",
     ]
-    list_filter = ["status", "kind"]
+    list_filter = ["status", "kind", "app__credentials_status"]
     list_select_related = ["app", "app__tenant", "user"]
     search_fields = [
         "user_principal_name",
@@ -284,25 +339,62 @@ class ConnectionAdmin(TenantScopedAdmin):
         "ms_tenant_id",
         "user__username",
     ]
-    fields = [
+    actions = ["refresh_now", "disable"]
+    inlines = [ConnectionEventInline]
+    show_full_result_count = False
+    fieldsets = [
+        (None, {"fields": ["app", "user", "kind", "status", "status_reason"]}),
+        (
+            "Microsoft account",
+            {
+                "fields": [
+                    "display_name",
+                    "user_principal_name",
+                    "email",
+                    "ms_tenant_id",
+                    "ms_object_id",
+                    "granted_scopes",
+                ]
+            },
+        ),
+        (
+            "Token health",
+            {
+                "fields": [
+                    "access_token_expires_at",
+                    "refresh_after",
+                    "last_refreshed_at",
+                    "refresh_token_updated_at",
+                    "refresh_token_age",
+                    "failure_streak",
+                    "next_refresh_at",
+                ]
+            },
+        ),
+        (None, {"fields": ["created_at", "updated_at"]}),
+    ]
+    readonly_fields = [
         "app",
         "user",
         "kind",
-        "ms_tenant_id",
-        "ms_object_id",
+        "status",
+        "status_reason",
         "display_name",
         "user_principal_name",
         "email",
+        "ms_tenant_id",
+        "ms_object_id",
         "granted_scopes",
-        "status",
-        "status_reason",
         "access_token_expires_at",
-        "refresh_token_updated_at",
+        "refresh_after",
         "last_refreshed_at",
+        "refresh_token_updated_at",
+        "refresh_token_age",
         "failure_streak",
+        "next_refresh_at",
         "created_at",
+        "updated_at",
     ]
-    readonly_fields = [f for f in fields if f not in ("status", "status_reason")]
 
     def has_add_permission(self, request, *args) -> bool:
         return False  # connections are made by the connect and admin-consent flows
@@ -310,6 +402,46 @@ class ConnectionAdmin(TenantScopedAdmin):
     @admin.display(description="Account", ordering="user_principal_name")
     def account(self, obj: Connection) -> str:
         return str(obj.user_principal_name or obj.display_name or f"app-only ({obj.ms_tenant_id})")
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Connection) -> str:
+        tone = {
+            Connection.Status.ACTIVE: "ok",
+            Connection.Status.RECONNECT_NEEDED: "bad",
+            Connection.Status.APP_CREDENTIALS_BROKEN: "bad",
+        }.get(obj.status, "none")
+        return badge(obj.get_status_display(), tone)
+
+    @admin.display(description="Refresh token age")
+    def refresh_token_age(self, obj: Connection) -> str:
+        if obj.refresh_token_updated_at is None:
+            return "—"
+        return f"{(timezone.now() - obj.refresh_token_updated_at).days} days"
+
+    @admin.action(description="Refresh tokens now")
+    def refresh_now(self, request, queryset):
+        for connection in queryset:
+            try:
+                tokens.refresh(connection.pk, force=True)
+            except tokens.TokenUnavailable as exc:
+                self.message_user(request, f"{connection}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{connection}: refreshed.", messages.SUCCESS)
+
+    @admin.action(description="Disable (stop refreshing and syncing)")
+    def disable(self, request, queryset):
+        for connection in queryset.exclude(status=Connection.Status.DISABLED):
+            Connection.objects.filter(pk=connection.pk).update(
+                status=Connection.Status.DISABLED,
+                status_reason=f"Disabled by {request.user} in the admin.",
+            )
+            audit.record(
+                AuditEvent.Kind.DISABLED,
+                "Disabled in the admin.",
+                connection=connection,
+                actor=request.user,
+            )
+        self.message_user(request, "Disabled.", messages.SUCCESS)
 
 
 @admin.register(AuditEvent)

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from django.db import transaction
 from django.utils import timezone
 
-from connections import audit, identity, idtoken
+from connections import audit, credentials, identity, idtoken, tokens
 from connections.clouds import is_guid
 from connections.identity import FailureClass, IdentityError
 from connections.models import AuditEvent, AuthorizationAttempt, Connection, EntraApp
@@ -219,29 +219,13 @@ def complete(user, params: dict[str, str]) -> tuple[AuthorizationAttempt, Connec
     return attempt, connection
 
 
-def _with_each_secret(app: EntraApp, call):
-    """Try the newest unexpired secret, then older ones if Microsoft rejects the secret."""
-    secrets_ = app.usable_secrets
-    if not secrets_:
-        raise FlowError(
-            "app_credentials",
-            "The app has no unexpired client secret: a tenant administrator must add one.",
-            app=app,
-        )
-    last: IdentityError | None = None
-    for secret in secrets_:
-        try:
-            return call(secret.value)
-        except IdentityError as exc:
-            if exc.failure_class != FailureClass.APP_CREDENTIALS:
-                raise _token_error(exc, app) from None
-            last = exc
-    raise _token_error(last, app)
-
-
-def _granted(token: dict) -> list[str]:
-    scope = token.get("scope") or []
-    return scope.split() if isinstance(scope, str) else list(scope)
+def _with_each_credential(app: EntraApp, token_url: str, call):
+    try:
+        return credentials.with_each(app, token_url, call)
+    except credentials.NoCredential as exc:
+        raise FlowError("app_credentials", exc.description, app=app) from None
+    except IdentityError as exc:
+        raise _token_error(exc, app) from None
 
 
 def _complete_connect(attempt: AuthorizationAttempt, params: dict[str, str], user) -> Connection:
@@ -249,10 +233,11 @@ def _complete_connect(attempt: AuthorizationAttempt, params: dict[str, str], use
     code = params.get("code", "")
     if not code:
         raise FlowError("other", "Microsoft's answer carried no authorization code.", app=app)
-    token = _with_each_secret(
+    token = _with_each_credential(
         app,
-        lambda secret: identity.exchange_code(
-            app.token_url, app.client_id, secret, code, app.redirect_uri, attempt.code_verifier
+        app.token_url,
+        lambda credential: identity.exchange_code(
+            app.token_url, app.client_id, credential, code, app.redirect_uri, attempt.code_verifier
         ),
     )
     if not token.get("refresh_token"):
@@ -313,19 +298,8 @@ def _store_connection(app: EntraApp, user, who: idtoken.Identity, token: dict) -
 
 
 def _apply_token(connection: Connection, token: dict, now) -> None:
-    expires_in = int(token.get("expires_in") or 3600)
-    connection.access_token = token["access_token"]
-    connection.access_token_expires_at = now + timedelta(seconds=expires_in)
-    if token.get("refresh_token"):
-        connection.refresh_token = token["refresh_token"]
-        connection.refresh_token_updated_at = now
-    connection.last_refreshed_at = now
-    granted = _granted(token)
-    if granted:
-        connection.granted_scopes = " ".join(granted)
-    connection.status = Connection.Status.ACTIVE
-    connection.status_reason = ""
-    connection.failure_streak = 0
+    for name, value in tokens.token_fields(token, now).items():
+        setattr(connection, name, value)
 
 
 def missing_scopes(app: EntraApp, granted_scopes: str) -> list[str]:
@@ -358,10 +332,12 @@ def _complete_admin_consent(
             app=app,
         )
     # Never trust `tenant` from the redirect alone (reference §5): a token request proves it.
-    token = _with_each_secret(
+    token_url = app.token_url_for(tenant_id)
+    token = _with_each_credential(
         app,
-        lambda secret: identity.app_token(
-            app.token_url_for(tenant_id), app.client_id, secret, app.app_only_scope
+        token_url,
+        lambda credential: identity.app_token(
+            token_url, app.client_id, credential, app.app_only_scope
         ),
     )
     now = timezone.now()
@@ -375,7 +351,7 @@ def _complete_admin_consent(
         connection.kind = Connection.Kind.APPLICATION
         connection.display_name = f"{app.name} (app-only)"
         _apply_token(connection, token, now)
-        connection.granted_scopes = params.get("scope", app.app_only_scope)
+        connection.granted_scopes = params.get("scope") or app.app_only_scope
         connection.save()
         audit.record(
             AuditEvent.Kind.CONSENT_GRANTED,

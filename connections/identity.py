@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from django.conf import settings
@@ -62,6 +64,15 @@ _BY_CODE: dict[int, tuple[FailureClass, str]] = {
         FailureClass.APP_CREDENTIALS,
         "The client secret has expired. Create a new one under Certificates & secrets and add "
         "it here.",
+    ),
+    700027: (
+        FailureClass.APP_CREDENTIALS,
+        "The certificate is not registered on the app (Certificates & secrets in the Azure "
+        "portal), or the private key does not belong to it.",
+    ),
+    700024: (
+        FailureClass.APP_CREDENTIALS,
+        "The client assertion is outside its valid time range: check this server's clock.",
     ),
     700016: (
         FailureClass.APP_CREDENTIALS,
@@ -219,16 +230,19 @@ def _fetch(session: OAuth2Session, token_url: str, **kwargs) -> dict[str, Any]:
         raise Unreachable(error="bad_response", description=str(exc)) from exc
 
 
-def app_token(token_url: str, client_id: str, client_secret: str, scope: str) -> dict[str, Any]:
-    """A client-credentials token (application permissions): `scope` must be `{graph}/.default`."""
+def app_token(
+    token_url: str, client_id: str, credential: Mapping[str, str], scope: str
+) -> dict[str, Any]:
+    """A client-credentials token (application permissions): `scope` must be `{graph}/.default`.
+    `credential` is the client's proof: a secret or a signed assertion, as body fields."""
     session = _session(BackendApplicationClient(client_id=client_id))
     return _fetch(
         session,
         token_url,
-        client_id=client_id,
-        client_secret=client_secret,
         scope=[scope],
         include_client_id=True,
+        client_id=client_id,
+        **credential,
     )
 
 
@@ -257,7 +271,7 @@ def authorization_url(
 def exchange_code(
     token_url: str,
     client_id: str,
-    client_secret: str,
+    credential: Mapping[str, str],
     code: str,
     redirect_uri: str,
     code_verifier: str,
@@ -270,7 +284,36 @@ def exchange_code(
         session,
         token_url,
         code=code,
-        client_secret=client_secret,
         include_client_id=True,
         code_verifier=code_verifier,
+        **credential,
     )
+
+
+def refresh(
+    token_url: str,
+    client_id: str,
+    credential: Mapping[str, str],
+    refresh_token: str,
+    scopes: list[str],
+) -> dict[str, Any]:
+    """Redeem a refresh token. The answer carries a new refresh token, which must be stored:
+    servers with reuse detection revoke the whole grant when an old one comes back."""
+    # The scope travels in the body, not on the session or client, for the reason given in
+    # exchange_code: oauthlib would compare it with the granted scope and fail.
+    session = _session(WebApplicationClient(client_id))
+    try:
+        return dict(
+            session.refresh_token(
+                token_url,
+                refresh_token=refresh_token,
+                body=urlencode({"scope": " ".join(scopes)}),
+                timeout=settings.MICROSOFT_HTTP_TIMEOUT,
+                client_id=client_id,
+                **credential,
+            )
+        )
+    except requests.RequestException as exc:
+        raise Unreachable(error="unreachable", description=f"{type(exc).__name__}: {exc}") from exc
+    except (ValueError, OAuth2Error) as exc:
+        raise Unreachable(error="bad_response", description=str(exc)) from exc

@@ -322,6 +322,32 @@ class ClientSecret(models.Model):
         return "fine"
 
 
+class AppCertificate(models.Model):
+    """A certificate credential: Microsoft recommends it over client secrets. The public part is
+    uploaded in the Azure portal; Graphport keeps the private key (encrypted) and signs a
+    `client_assertion` with it."""
+
+    app = models.ForeignKey(EntraApp, on_delete=models.CASCADE, related_name="certificates")
+    description = models.CharField(max_length=100, blank=True)
+    certificate_pem = models.TextField(help_text="The public certificate (PEM).")
+    private_key = EncryptedTextField(help_text="The private key (PEM, unencrypted).")
+    thumbprint_sha256 = models.CharField("x5t#S256", max_length=64, editable=False)
+    thumbprint_sha1 = models.CharField(
+        "Thumbprint (as the Azure portal shows it)", max_length=40, editable=False
+    )
+    expires_on = models.DateField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verification_ok = models.BooleanField(null=True)
+    verification_detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.description or 'certificate'} ({self.thumbprint_sha1[:8]}…)"
+
+
 class Connection(models.Model):
     """A linked Microsoft account (delegated) or a tenant-wide app-only grant (application)."""
 
@@ -355,10 +381,14 @@ class Connection(models.Model):
     granted_scopes = models.TextField(blank=True)
     access_token = EncryptedTextField(null=True, blank=True)
     refresh_token = EncryptedTextField(null=True, blank=True)
-    access_token_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    access_token_expires_at = models.DateTimeField(null=True, blank=True)
+    # Microsoft's optional `refresh_in`: refresh proactively after this moment.
+    refresh_after = models.DateTimeField(null=True, blank=True)
     refresh_token_updated_at = models.DateTimeField(null=True, blank=True)
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
     failure_streak = models.PositiveIntegerField(default=0)
+    # After a transient failure, no refresh is dispatched before this (exponential backoff).
+    next_refresh_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(
         max_length=24, choices=Status.choices, default=Status.ACTIVE, db_index=True
     )
@@ -372,6 +402,12 @@ class Connection(models.Model):
             models.UniqueConstraint(
                 fields=["app", "ms_tenant_id", "ms_object_id"], name="connection_unique_account"
             )
+        ]
+        indexes = [
+            # The beat dispatch: active connections by access-token expiry and by the age of
+            # their refresh token (keep-alive).
+            models.Index(fields=["status", "access_token_expires_at"], name="conn_due_expiry"),
+            models.Index(fields=["status", "refresh_token_updated_at"], name="conn_due_keepalive"),
         ]
 
     def __str__(self) -> str:
@@ -404,6 +440,9 @@ class AuditEvent(models.Model):
         RECONNECT_NEEDED = "reconnect_needed", "Reconnect needed"
         DISABLED = "disabled", "Disabled"
         DISCONNECTED = "disconnected", "Disconnected"
+        APP_PAUSED = "app_paused", "Refreshes paused: app credentials broken"
+        APP_RESUMED = "app_resumed", "Refreshes resumed"
+        REFRESH_ALERT = "refresh_alert", "Refresh failing repeatedly"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_events")
     app = models.ForeignKey(

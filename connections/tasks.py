@@ -1,22 +1,51 @@
-from datetime import timedelta
+"""Celery tasks of the tokens queue: thin, the work is in connections.tokens and .fleet."""
 
+from __future__ import annotations
+
+import random
+
+import redis
 from celery import shared_task
-from django.utils import timezone
+from django.conf import settings
 
-from connections import expiry
-from connections.models import Connection
+from connections import expiry, fleet, tokens
 
-REFRESH_AHEAD = timedelta(minutes=5)
+# A connection already queued for a refresh is not queued again by the next beat tick.
+QUEUED_TTL = 300
+
+
+def _queued_key(pk: int) -> str:
+    return f"graphport:token-queued:{pk}"
 
 
 @shared_task
 def dispatch_token_refreshes() -> int:
-    """Find delegated connections whose access token expires soon; the refresh itself is
-    built in the token-lifecycle work (issue 5). Returns how many are due."""
-    soon = timezone.now() + REFRESH_AHEAD
-    return Connection.objects.filter(
-        status=Connection.Status.ACTIVE, access_token_expires_at__lte=soon
-    ).count()
+    """Every minute: enqueue refreshes for connections whose tokens expire soon, and keep-alive
+    refreshes for refresh tokens unused for two weeks. Returns how many were enqueued."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    enqueued = 0
+    for pk, countdown, keepalive in fleet.due():
+        if not client.set(_queued_key(pk), 1, nx=True, ex=QUEUED_TTL + int(countdown)):
+            continue
+        # Jitter spreads a fleet that expires in the same second over a few seconds.
+        refresh_connection.apply_async(
+            (pk,), {"keepalive": keepalive}, countdown=countdown + random.uniform(0, 5)
+        )
+        enqueued += 1
+    return enqueued
+
+
+@shared_task
+def refresh_connection(connection_id: int, keepalive: bool = False) -> str:
+    """Refresh one connection. Failures are recorded on the connection (status, backoff) by
+    connections.tokens; nothing is retried here in a loop."""
+    try:
+        tokens.refresh(connection_id, keepalive=keepalive)
+    except tokens.TokenUnavailable as exc:
+        return f"{exc.failure_class}: {exc}"
+    finally:
+        redis.Redis.from_url(settings.REDIS_URL).delete(_queued_key(connection_id))
+    return "ok"
 
 
 @shared_task

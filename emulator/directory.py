@@ -29,6 +29,8 @@ class Secret:
 class Certificate:
     thumbprint: str  # base64url SHA-1 of the DER certificate: the `x5t` of client assertions
     public_key: Any
+    # base64url SHA-256 of the DER certificate: the `x5t#S256` Microsoft recommends over `x5t`
+    thumbprint_s256: str | None = None
 
 
 @dataclass
@@ -214,5 +216,6 @@ def new_secret(expires_in: float | None = None, value: str | None = None) -> Sec
     return Secret(new_guid(), value, expires_at)
 
 
-def thumbprint_of(der: bytes) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
+def thumbprint_of(der: bytes, algorithm: str = "sha1") -> str:
+    digest = hashlib.new(algorithm, der).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

@@ -157,7 +157,9 @@ def certificate(pem: str, thumbprint: str | None = None) -> Certificate:
     if b"CERTIFICATE" in data:
         cert = x509.load_pem_x509_certificate(data)
         der = cert.public_bytes(serialization.Encoding.DER)
-        return Certificate(thumbprint or thumbprint_of(der), cert.public_key())
+        return Certificate(
+            thumbprint or thumbprint_of(der), cert.public_key(), thumbprint_of(der, "sha256")
+        )
     if not thumbprint:
         raise ScenarioError("a bare public key needs a thumbprint (the x5t of its certificate)")
     return Certificate(thumbprint, serialization.load_pem_public_key(data))

@@ -131,8 +131,16 @@ def check_assertion(emu: Emulator, app: App, tenant_ref: str, form: dict[str, st
         raise invalid_client(
             700027, f"Client assertion failed signature validation. ({exc})"
         ) from exc
-    thumb = header.get("x5t") or header.get("kid")
-    cert = next((c for c in app.certificates if c.thumbprint == thumb), None)
+    s256 = header.get("x5t#S256")
+    thumb = s256 or header.get("x5t") or header.get("kid")
+    cert = next(
+        (
+            c
+            for c in app.certificates
+            if (s256 and c.thumbprint_s256 == s256) or (not s256 and c.thumbprint == thumb)
+        ),
+        None,
+    )
     if cert is None:
         raise invalid_client(
             700027,

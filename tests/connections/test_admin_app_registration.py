@@ -30,6 +30,8 @@ def form(**overrides):
         "is_active": "on",
         "secrets-TOTAL_FORMS": "1",
         "secrets-INITIAL_FORMS": "0",
+        "certificates-TOTAL_FORMS": "0",
+        "certificates-INITIAL_FORMS": "0",
         "secrets-0-description": "first",
         "secrets-0-new_value": "Sup3r~SecretValue",
         "secrets-0-expires_on": (timezone.localdate() + timedelta(days=365)).isoformat(),

@@ -103,6 +103,8 @@ def test_tenant_admin_cannot_create_an_app_in_another_tenant(client, acme, globe
             "is_active": "on",
             "secrets-TOTAL_FORMS": "0",
             "secrets-INITIAL_FORMS": "0",
+            "certificates-TOTAL_FORMS": "0",
+            "certificates-INITIAL_FORMS": "0",
         },
     )
     assert response.status_code == 200  # the form comes back: Globex is not a valid choice

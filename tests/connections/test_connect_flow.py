@@ -12,29 +12,9 @@ from django.utils import timezone
 
 from connections.models import AuditEvent, AuthorizationAttempt, ClientSecret, Connection
 from tests.conftest import ADELE, ALEX, MS_CLIENT_ID, MS_SECRET_ID, MS_TENANT
+from tests.flows import connect, follow_back, press_connect
 
 pytestmark = pytest.mark.django_db
-
-
-def press_connect(client, member, app) -> str:
-    client.force_login(member)
-    response = client.post(reverse("connections:connect", args=[app.pk]))
-    assert response.status_code == 302
-    return response["Location"]
-
-
-def follow_back(client, outcome: dict):
-    """Deliver what the emulator's sign-in page sent the browser back with."""
-    if outcome["type"] == "form_post":
-        return client.post(urlsplit(outcome["action"]).path, outcome["fields"])
-    assert outcome["type"] == "redirect", outcome
-    url = urlsplit(outcome["url"])
-    return client.get(url.path + "?" + url.query)
-
-
-def connect(client, microsoft, member, app, user=ADELE, action="accept"):
-    authorize_url = press_connect(client, member, app)
-    return follow_back(client, microsoft.control.sign_in(authorize_url, user, action=action))
 
 
 def raw_tokens(pk: int) -> tuple[str | None, str | None]:
