@@ -1,4 +1,4 @@
-"""Members in the admin: a tenant administrator adds and manages the people of their tenant."""
+"""Tenants, their memberships and their members (logins) in the admin."""
 
 from __future__ import annotations
 
@@ -7,8 +7,28 @@ from django.contrib import admin
 from django.contrib.auth.forms import SetPasswordMixin
 from django.db import transaction
 
-from connections.models import Member, Membership, Tenant
-from portal.tenancy import TenantScopedAdmin, admin_tenant
+from connections.models import (
+    Member,
+    Membership,
+    Tenant,
+)
+from portal.tenancy import TenantScopedAdmin, TenantScopedInline, admin_tenant
+
+
+class MembershipInline(TenantScopedInline, admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+    tenant_admin_can_add = tenant_admin_can_change = tenant_admin_can_delete = False
+
+
+@admin.register(Tenant)
+class TenantAdmin(TenantScopedAdmin):
+    tenant_lookup = "pk"
+    tenant_admin_can_add = tenant_admin_can_delete = False
+    list_display = ["name", "created_at"]
+    search_fields = ["name"]
+    inlines = [MembershipInline]
 
 
 class MemberForm(SetPasswordMixin, forms.ModelForm):

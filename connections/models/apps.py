@@ -1,9 +1,10 @@
+"""Entra app registrations and their credentials (client secrets, certificates)."""
+
 from __future__ import annotations
 
 from datetime import date
 
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
@@ -20,42 +21,11 @@ from connections.clouds import (
     is_guid,
     is_specific_tenant,
 )
+from connections.models.tenants import Tenant
 from portal.encryption import EncryptedTextField
 
 SECRET_WARNING_DAYS = 30
 EXPIRY_WARNING_DAYS = (30, 7, 1)
-
-
-class Tenant(models.Model):
-    """A customer organisation of the portal."""
-
-    name = models.CharField(max_length=200, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class Membership(models.Model):
-    class Role(models.TextChoices):
-        ADMIN = "admin", "Tenant administrator"
-        MEMBER = "member", "Member"
-
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership"
-    )
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["tenant", "user__username"]
-
-    def __str__(self) -> str:
-        return f"{self.user} ({self.get_role_display()} of {self.tenant})"
 
 
 def validate_guid(value: str) -> None:
@@ -346,185 +316,3 @@ class AppCertificate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.description or 'certificate'} ({self.thumbprint_sha1[:8]}…)"
-
-
-class Connection(models.Model):
-    """A linked Microsoft account (delegated) or a tenant-wide app-only grant (application)."""
-
-    class Kind(models.TextChoices):
-        DELEGATED = "delegated", "Delegated (a user's account)"
-        APPLICATION = "application", "Application (app-only, tenant-wide)"
-
-    class Status(models.TextChoices):
-        ACTIVE = "active", "Active"
-        RECONNECT_NEEDED = "reconnect_needed", "Reconnect needed"
-        APP_CREDENTIALS_BROKEN = "app_credentials_broken", "App credentials broken"
-        DISABLED = "disabled", "Disabled"
-        REVOKED = "revoked", "Disconnected"
-
-    app = models.ForeignKey(EntraApp, on_delete=models.CASCADE, related_name="connections")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="microsoft_connections",
-    )
-    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.DELEGATED)
-    ms_tenant_id = models.CharField("Microsoft tenant id (tid)", max_length=36)
-    ms_object_id = models.CharField(
-        "Microsoft object id (oid)", max_length=36, blank=True, help_text="Empty for app-only."
-    )
-    display_name = models.CharField(max_length=256, blank=True)
-    user_principal_name = models.CharField("UPN", max_length=256, blank=True)
-    email = models.CharField(max_length=256, blank=True)
-    granted_scopes = models.TextField(blank=True)
-    access_token = EncryptedTextField(null=True, blank=True)
-    refresh_token = EncryptedTextField(null=True, blank=True)
-    access_token_expires_at = models.DateTimeField(null=True, blank=True)
-    # Microsoft's optional `refresh_in`: refresh proactively after this moment.
-    refresh_after = models.DateTimeField(null=True, blank=True)
-    refresh_token_updated_at = models.DateTimeField(null=True, blank=True)
-    last_refreshed_at = models.DateTimeField(null=True, blank=True)
-    failure_streak = models.PositiveIntegerField(default=0)
-    # After a transient failure, no refresh is dispatched before this (exponential backoff).
-    next_refresh_at = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(
-        max_length=24, choices=Status.choices, default=Status.ACTIVE, db_index=True
-    )
-    status_reason = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["app", "ms_tenant_id", "ms_object_id"], name="connection_unique_account"
-            )
-        ]
-        indexes = [
-            # The beat dispatch: active connections by access-token expiry and by the age of
-            # their refresh token (keep-alive).
-            models.Index(fields=["status", "access_token_expires_at"], name="conn_due_expiry"),
-            models.Index(fields=["status", "refresh_token_updated_at"], name="conn_due_keepalive"),
-        ]
-
-    def __str__(self) -> str:
-        who = self.user_principal_name or self.display_name or self.ms_object_id
-        if self.kind == self.Kind.APPLICATION:
-            who = f"app-only in {self.ms_tenant_id}"
-        return f"{who} via {self.app}"
-
-    @property
-    def tenant(self) -> Tenant:
-        return self.app.tenant
-
-
-class AuditEvent(models.Model):
-    """An audit line for anything that changes an app or a connection."""
-
-    class Kind(models.TextChoices):
-        APP_CREATED = "app_created", "App registered"
-        APP_CHANGED = "app_changed", "App changed"
-        SECRET_ADDED = "secret_added", "Secret added"
-        SECRET_EXPIRING = "secret_expiring", "Secret expiring"
-        CREDENTIALS_VERIFIED = "credentials_verified", "Credentials verified"
-        CREDENTIALS_FAILED = "credentials_failed", "Credentials check failed"
-        CONSENT_GRANTED = "consent_granted", "Admin consent granted"
-        CONSENT_FAILED = "consent_failed", "Admin consent failed"
-        CONNECTED = "connected", "Connected"
-        CONNECT_FAILED = "connect_failed", "Connection attempt failed"
-        REFRESHED = "refreshed", "Token refreshed"
-        REFRESH_FAILED = "refresh_failed", "Token refresh failed"
-        RECONNECT_NEEDED = "reconnect_needed", "Reconnect needed"
-        DISABLED = "disabled", "Disabled"
-        DISCONNECTED = "disconnected", "Disconnected"
-        APP_PAUSED = "app_paused", "Refreshes paused: app credentials broken"
-        APP_RESUMED = "app_resumed", "Refreshes resumed"
-        REFRESH_ALERT = "refresh_alert", "Refresh failing repeatedly"
-
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_events")
-    app = models.ForeignKey(
-        EntraApp, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
-    )
-    connection = models.ForeignKey(
-        Connection,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="audit_events",
-    )
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
-    )
-    kind = models.CharField(max_length=32, choices=Kind.choices)
-    message = models.TextField()
-    data = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["tenant", "-created_at"], name="audit_tenant_recent")]
-
-    def __str__(self) -> str:
-        return f"{self.get_kind_display()}: {self.message[:80]}"
-
-    def get_absolute_url(self) -> str:
-        return reverse("admin:connections_auditevent_change", args=[self.pk])
-
-
-class AuthorizationAttempt(models.Model):
-    """One trip to Microsoft: the connect flow or admin consent. Single use."""
-
-    class Kind(models.TextChoices):
-        CONNECT = "connect", "Connect an account"
-        ADMIN_CONSENT = "admin_consent", "Admin consent"
-
-    class Outcome(models.TextChoices):
-        PENDING = "pending", "Pending"
-        SUCCEEDED = "succeeded", "Succeeded"
-        CANCELLED = "cancelled", "Cancelled by the user"
-        FAILED = "failed", "Failed"
-
-    LIFETIME_SECONDS = 600
-
-    state = models.CharField(max_length=64, unique=True)
-    code_verifier = EncryptedTextField(blank=True)
-    nonce = models.CharField(max_length=64, blank=True)
-    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CONNECT)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="authorization_attempts"
-    )
-    app = models.ForeignKey(
-        EntraApp, on_delete=models.CASCADE, related_name="authorization_attempts"
-    )
-    return_path = models.CharField(max_length=500, default="/")
-    created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField()
-    used_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.CharField(
-        max_length=10, choices=Outcome.choices, default=Outcome.PENDING, db_index=True
-    )
-    error = models.CharField(max_length=100, blank=True)
-    error_code = models.CharField("AADSTS code", max_length=20, blank=True)
-    error_description = models.TextField(blank=True)
-    trace_id = models.CharField(max_length=64, blank=True)
-    connection = models.ForeignKey(
-        Connection, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.get_kind_display()} by {self.user} ({self.get_outcome_display()})"
-
-
-class Member(User):
-    """A portal login seen from a tenant: the admin's way for tenant administrators to manage
-    the people of their own organisation without touching Django's user admin."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "member"

@@ -1,0 +1,28 @@
+from connections.models.apps import (
+    EXPIRY_WARNING_DAYS,
+    SECRET_WARNING_DAYS,
+    AppCertificate,
+    ClientSecret,
+    EntraApp,
+    validate_authority,
+    validate_guid,
+)
+from connections.models.audit import AuditEvent
+from connections.models.connections import AuthorizationAttempt, Connection
+from connections.models.tenants import Member, Membership, Tenant
+
+__all__ = [
+    "EXPIRY_WARNING_DAYS",
+    "SECRET_WARNING_DAYS",
+    "AppCertificate",
+    "AuditEvent",
+    "AuthorizationAttempt",
+    "ClientSecret",
+    "Connection",
+    "EntraApp",
+    "Member",
+    "Membership",
+    "Tenant",
+    "validate_authority",
+    "validate_guid",
+]

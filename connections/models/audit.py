@@ -1,0 +1,65 @@
+"""The audit trail."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from connections.models.apps import EntraApp
+from connections.models.connections import Connection
+from connections.models.tenants import Tenant
+
+
+class AuditEvent(models.Model):
+    """An audit line for anything that changes an app or a connection."""
+
+    class Kind(models.TextChoices):
+        APP_CREATED = "app_created", "App registered"
+        APP_CHANGED = "app_changed", "App changed"
+        SECRET_ADDED = "secret_added", "Secret added"
+        SECRET_EXPIRING = "secret_expiring", "Secret expiring"
+        CREDENTIALS_VERIFIED = "credentials_verified", "Credentials verified"
+        CREDENTIALS_FAILED = "credentials_failed", "Credentials check failed"
+        CONSENT_GRANTED = "consent_granted", "Admin consent granted"
+        CONSENT_FAILED = "consent_failed", "Admin consent failed"
+        CONNECTED = "connected", "Connected"
+        CONNECT_FAILED = "connect_failed", "Connection attempt failed"
+        REFRESHED = "refreshed", "Token refreshed"
+        REFRESH_FAILED = "refresh_failed", "Token refresh failed"
+        RECONNECT_NEEDED = "reconnect_needed", "Reconnect needed"
+        DISABLED = "disabled", "Disabled"
+        DISCONNECTED = "disconnected", "Disconnected"
+        APP_PAUSED = "app_paused", "Refreshes paused: app credentials broken"
+        APP_RESUMED = "app_resumed", "Refreshes resumed"
+        REFRESH_ALERT = "refresh_alert", "Refresh failing repeatedly"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_events")
+    app = models.ForeignKey(
+        EntraApp, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+    )
+    connection = models.ForeignKey(
+        Connection,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="audit_tenant_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.message[:80]}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("admin:connections_auditevent_change", args=[self.pk])
