@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from django.db import transaction
 from django.utils import timezone
 
-from connections import audit, credentials, identity, idtoken, tokens
+from connections import audit, credentials, identity, idtoken, signals, tokens
 from connections.clouds import is_guid
 from connections.identity import FailureClass, IdentityError
 from connections.models import AuditEvent, AuthorizationAttempt, Connection, EntraApp
@@ -216,6 +216,7 @@ def complete(user, params: dict[str, str]) -> tuple[AuthorizationAttempt, Connec
     attempt.outcome = AuthorizationAttempt.Outcome.SUCCEEDED
     attempt.connection = connection
     attempt.save(update_fields=["outcome", "connection"])
+    signals.connected.send(sender=Connection, connection=connection)
     return attempt, connection
 
 
@@ -382,3 +383,4 @@ def disconnect(connection: Connection, user) -> None:
             connection=connection,
             actor=user,
         )
+        signals.disconnected.send(sender=Connection, connection=connection)

@@ -1,0 +1,157 @@
+"""Sync jobs, their runs, and the records they keep."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from connections.models import Connection, Tenant
+
+
+class Resource(models.TextChoices):
+    PROFILE = "profile", "Profile"
+    MAIL = "mail", "Mail folder"
+    CALENDAR = "calendar", "Calendar"
+    CONTACTS = "contacts", "Contacts"
+    DRIVE = "drive", "OneDrive"
+    USERS = "users", "Directory users"
+    GROUPS = "groups", "Directory groups"
+
+
+MAILBOX_RESOURCES = (Resource.MAIL, Resource.CALENDAR, Resource.CONTACTS)
+
+
+class SyncJob(models.Model):
+    """One resource kept in sync for one connection."""
+
+    class State(models.TextChoices):
+        IDLE = "idle", "Idle"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting (throttled)"
+        FAILING = "failing", "Failing (retrying)"
+        DISABLED = "disabled", "Disabled"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="sync_jobs")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    resource = models.CharField(max_length=10, choices=Resource.choices)
+    folder = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Mail: a well-known folder name (inbox, sentitems, …) or a folder id. "
+        "Contacts: a contact folder id (empty: the default folder).",
+    )
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.TextField(blank=True)
+    interval_seconds = models.PositiveIntegerField(default=900)
+    options = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.IDLE)
+    next_run_at = models.DateTimeField(default=timezone.now)
+    # The stored @odata.deltaLink between runs, or mid-run the @odata.nextLink of the next page.
+    cursor = models.TextField(blank=True)
+    cursor_is_delta = models.BooleanField(default=False)
+    # Set when the cursor is empty because of a full resync: its end marks unseen records deleted.
+    resyncing = models.BooleanField(default=False)
+    generation = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    failure_streak = models.PositiveIntegerField(default=0)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["connection", "resource", "folder"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "resource", "folder"], name="syncjob_unique_resource"
+            )
+        ]
+        indexes = [models.Index(fields=["enabled", "next_run_at"], name="syncjob_due")]
+
+    def __str__(self) -> str:
+        folder = f" {self.folder}" if self.folder else ""
+        return f"{self.get_resource_display()}{folder} of {self.connection}"
+
+
+class SyncRun(models.Model):
+    """One execution of a job."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Run now"
+        RESYNC = "resync", "Full resync"
+        NOTIFICATION = "notification", "Change notification"
+        RETRY = "retry", "Retry after throttling"
+        FIRST = "first", "First sync"
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        DEFERRED = "deferred", "Deferred (throttled, re-enqueued)"
+        FAILED = "failed", "Failed"
+        INTERRUPTED = "interrupted", "Interrupted (worker lost; resumed by a later run)"
+
+    job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="runs")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    trigger = models.CharField(max_length=12, choices=Trigger.choices)
+    worker = models.CharField(max_length=100, blank=True)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=12, choices=Outcome.choices, default=Outcome.RUNNING, db_index=True
+    )
+    full_resync = models.BooleanField(default=False)
+    pages = models.PositiveIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    deleted = models.PositiveIntegerField(default=0)
+    throttled = models.PositiveIntegerField(default=0)
+    seconds_waited = models.FloatField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["job", "-started_at"], name="syncrun_job_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.job} at {self.started_at:%Y-%m-%d %H:%M:%S} ({self.outcome})"
+
+    @property
+    def duration(self) -> float | None:
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+
+class Record(models.Model):
+    """One synced Graph item. Unique per job and Graph id; deletions are soft."""
+
+    job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="records")
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    resource = models.CharField(max_length=10, choices=Resource.choices)
+    graph_id = models.CharField(max_length=512)
+    change_key = models.CharField(max_length=256, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    data = models.JSONField(default=dict)
+    generation = models.PositiveIntegerField(default=0)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "graph_id"], name="record_unique_item")
+        ]
+        indexes = [
+            models.Index(fields=["connection", "resource"], name="record_connection"),
+            models.Index(fields=["tenant", "-id"], name="record_tenant_recent"),
+            models.Index(fields=["graph_id"], name="record_graph_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.graph_id

@@ -1,10 +1,31 @@
+"""Celery tasks of the sync queue: thin, the work is in graphsync.engine and .dispatch."""
+
+from __future__ import annotations
+
 from celery import shared_task
+
+from graphsync import dispatch, engine
+from graphsync.models import SyncRun
 
 
 @shared_task
 def dispatch_due_syncs() -> int:
-    """Enqueue due sync jobs. Sync jobs arrive with the sync engine (issue 6): none yet."""
-    return 0
+    ids = dispatch.due()
+    for job_id in ids:
+        run_job.delay(job_id, SyncRun.Trigger.SCHEDULE)
+    return len(ids)
+
+
+@shared_task
+def run_job(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE) -> str:
+    outcome = engine.run(job_id, trigger)
+    if outcome.retry_in is not None:
+        # Throttled for longer than a worker should sleep: come back later, freeing the worker.
+        run_job.apply_async((job_id, SyncRun.Trigger.RETRY), countdown=outcome.retry_in)
+        return f"deferred {outcome.retry_in:.1f} s"
+    if outcome.run is None:
+        return f"skipped: {outcome.skipped}"
+    return outcome.run.outcome
 
 
 @shared_task

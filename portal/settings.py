@@ -189,6 +189,23 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# Microsoft Graph: the budgets Graphport spends before sending (reference §7). Tests and
+# benchmarks narrow them to bind against the emulator's own limits.
+GRAPH_BUDGETS = {
+    "mailbox": {"max_in_flight": 4, "limit": 10_000, "window": 600},
+    "directory": {"max_in_flight": None, "limit": 3_500, "window": 10},
+    "drive": {"max_in_flight": None, "limit": 1_200, "window": 60},
+    "app": {"max_in_flight": None, "limit": 130_000, "window": 10},
+}
+# A throttled request sleeps at most this long in a worker; a longer wait ends the task and
+# re-enqueues it with a countdown.
+GRAPH_MAX_SLEEP_SECONDS = 3.0
+# The lease a sync run holds on its job; renewed with every page.
+GRAPH_JOB_LEASE_SECONDS = 120
+GRAPH_MAIL_FOLDERS = ("inbox", "sentitems")
+# A new connection's jobs are enqueued at once (tests that do not sync turn this off).
+GRAPHSYNC_START_ON_CONNECT = True
+
 # Celery: three queues so a backlog of syncs never delays token refreshes. Tasks are
 # acknowledged after they finish and handed to another worker when the one running them dies,
 # so every task must be safe to run twice (they take claims and leases, see style.md).

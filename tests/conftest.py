@@ -24,6 +24,13 @@ def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def no_sync_on_connect(settings):
+    """Connecting creates sync jobs but does not enqueue them, unless a test turns it on:
+    background syncs would otherwise spend tokens other tests count."""
+    settings.GRAPHSYNC_START_ON_CONNECT = False
+
+
 @pytest.fixture
 def operator(db):
     return make_user("operator", staff=True, superuser=True)

@@ -1,0 +1,8 @@
+"""What connections tell the rest of the portal, without knowing who listens."""
+
+from django.dispatch import Signal
+
+# sent with connection=<Connection>, created=<bool> after a connect or admin consent
+connected = Signal()
+# sent with connection=<Connection> after a disconnect
+disconnected = Signal()

@@ -1,0 +1,346 @@
+"""The one place that talks to Microsoft Graph.
+
+Every request takes its throttle budgets first (graphsync.throttle), carries a token from the
+token service (connections.tokens), and maps Graph's errors to classes the engine branches on.
+Paging follows `@odata.nextLink` verbatim; `$batch` sends up to 20 requests in one and hands each
+answer back on its own, so a throttled item can be retried alone after its own `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import redis
+import requests
+from django.conf import settings
+from django.utils import timezone
+
+from connections import tokens
+from connections.models import Connection
+from graphsync import throttle
+from graphsync.throttle import Budget, Scope, Throttle, ThrottleWait
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6
+BATCH_LIMIT = 20
+TOKEN_MARGIN = timedelta(minutes=2)
+
+
+class GraphError(Exception):
+    """An error answer from Graph, keeping Microsoft's code (branch on it, never the message)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request_id: str = "",
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.headers = headers or {}
+
+
+class SyncStateExpired(GraphError):
+    """410 or a resync code: the delta token is gone; start again from `location` if given."""
+
+    @property
+    def location(self) -> str | None:
+        return self.headers.get("Location") or self.headers.get("location")
+
+
+class AccessDenied(GraphError):
+    """403: the app lacks a permission for this resource (do not retry)."""
+
+
+class MailboxNotEnabled(GraphError):
+    """404 MailboxNotEnabledForRESTAPI: the user has no Exchange Online mailbox."""
+
+
+class TransientGraphError(GraphError):
+    """5xx or network trouble that outlasted our retries."""
+
+
+RESYNC_CODES = {
+    "syncstatenotfound",
+    "resyncrequired",
+    "resyncchangesapplydifferences",
+    "resyncchangesuploaddifferences",
+}
+
+
+def error_for(status: int, body: Any, headers: dict[str, str]) -> GraphError:
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = str(error.get("code") or f"http{status}")
+    inner = error.get("innerError") or error.get("innererror") or {}
+    inner_code = str(inner.get("code") or "") if isinstance(inner, dict) else ""
+    message = str(error.get("message") or "")
+    request_id = str(inner.get("request-id") or "") if isinstance(inner, dict) else ""
+    args = (status, code, message, request_id, headers)
+    # Codes are compared case-insensitively: the live service sends SyncStateNotFound where
+    # the documentation says syncStateNotFound (reference §9).
+    if status == 410 or code.lower() in RESYNC_CODES or inner_code.lower() in RESYNC_CODES:
+        return SyncStateExpired(*args)
+    if code == "MailboxNotEnabledForRESTAPI":
+        return MailboxNotEnabled(*args)
+    if status == 403:
+        return AccessDenied(*args)
+    if status >= 500:
+        return TransientGraphError(*args)
+    return GraphError(*args)
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_link: str | None
+    delta_link: str | None
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Page:
+        if "value" not in body:  # a single entity such as /me
+            return cls([body], None, None)
+        return cls(body["value"], body.get("@odata.nextLink"), body.get("@odata.deltaLink"))
+
+
+@dataclass
+class Meter:
+    """What a run spent: stored on the SyncRun."""
+
+    requests: int = 0
+    throttled: int = 0
+    seconds_waited: float = 0.0
+
+
+@dataclass
+class Plan:
+    """The budgets a request spends, and their costs."""
+
+    budgets: dict[Scope, Budget]
+    costs: dict[Scope, int] = field(default_factory=dict)
+
+    @property
+    def scopes(self) -> tuple[Scope, ...]:
+        return tuple(self.budgets)
+
+
+@dataclass
+class BatchItem:
+    id: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BatchAnswer:
+    id: str
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+_throttle: Throttle | None = None
+
+
+def shared_throttle() -> Throttle:
+    global _throttle
+    if _throttle is None:
+        _throttle = Throttle(redis.Redis.from_url(settings.REDIS_URL))
+    return _throttle
+
+
+def budget(kind: str) -> Budget:
+    """The limits Graphport spends against, from settings.GRAPH_BUDGETS (see settings.py)."""
+    spec = settings.GRAPH_BUDGETS[kind]
+    return Budget(
+        max_in_flight=spec.get("max_in_flight"),
+        limit=spec["limit"],
+        window=spec["window"],
+        margin=spec.get("margin", 0.25),
+    )
+
+
+class GraphClient:
+    def __init__(
+        self, connection: Connection, meter: Meter | None = None, throttle_: Throttle | None = None
+    ):
+        self.connection = connection
+        self.app = connection.app
+        self.base = self.app.graph_url
+        self.meter = meter or Meter()
+        self.throttle = throttle_ or shared_throttle()
+        self.http = requests.Session()
+        self.http.headers["Accept"] = "application/json"
+        self._token: str | None = None
+        self._token_until: datetime | None = None
+
+    # --- scopes -------------------------------------------------------------------------------
+
+    def plan(self, kind: str, cost: int = 1) -> Plan:
+        client_id = self.app.client_id
+        tenant = self.connection.ms_tenant_id
+        scope = {
+            "mailbox": lambda: Scope.mailbox(client_id, self.connection.ms_object_id),
+            "directory": lambda: Scope.tenant_directory(client_id, tenant),
+            "drive": lambda: Scope.tenant_drive(client_id, tenant),
+        }[kind]()
+        app_scope = Scope.app(client_id)
+        return Plan(
+            budgets={scope: budget(kind), app_scope: budget("app")},
+            costs={scope: cost, app_scope: 1},
+        )
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    def token(self, renew: bool = False) -> str:
+        now = timezone.now()
+        if renew:
+            # Graph said the token is bad (401): one forced refresh, shared by every worker.
+            connection = tokens.refresh(self.connection.pk, force=True)
+            self._token, self._token_until = (
+                connection.access_token,
+                connection.access_token_expires_at,
+            )
+        elif (
+            self._token is None
+            or self._token_until is None
+            or self._token_until - now < TOKEN_MARGIN
+        ):
+            self._token = tokens.access_token(self.connection.pk)
+            self._token_until = (
+                Connection.objects.filter(pk=self.connection.pk)
+                .values_list("access_token_expires_at", flat=True)
+                .first()
+            )
+        return self._token
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def get_page(self, url: str, plan: Plan, headers: dict[str, str] | None = None) -> Page:
+        return Page.of(self.request("GET", url, plan, headers=headers))
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        plan: Plan,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        if not url.startswith("http"):
+            url = self.base + url
+        max_sleep = settings.GRAPH_MAX_SLEEP_SECONDS
+        renewed = False
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            with self.throttle.slot(
+                plan.budgets, cost=plan.costs or 1, max_sleep=max_sleep
+            ) as grant:
+                self.meter.seconds_waited += grant.waited
+                request_headers = {"Authorization": f"Bearer {self.token()}", **(headers or {})}
+                try:
+                    response = self.http.request(
+                        method,
+                        url,
+                        headers=request_headers,
+                        data=orjson.dumps(body) if body is not None else None,
+                        timeout=settings.MICROSOFT_HTTP_TIMEOUT,
+                    )
+                except requests.RequestException as exc:
+                    self.meter.requests += 1
+                    if attempt == MAX_ATTEMPTS:
+                        raise TransientGraphError(0, "network", str(exc)) from exc
+                    self._pause(plan, None, attempt, max_sleep)
+                    continue
+            self.meter.requests += 1
+            status = response.status_code
+            if status in throttle.RETRYABLE_STATUSES:
+                self.meter.throttled += 1
+                if attempt == MAX_ATTEMPTS:
+                    raise error_for(status, _json(response), dict(response.headers))
+                self._pause(plan, response.headers.get("Retry-After"), attempt, max_sleep)
+                continue
+            if status == 401 and not renewed:
+                error = error_for(status, _json(response), dict(response.headers))
+                if error.code == "InvalidAuthenticationToken":
+                    renewed = True
+                    self.token(renew=True)
+                    continue
+                raise error
+            if status >= 400:
+                raise error_for(status, _json(response), dict(response.headers))
+            return _json(response) if response.content else None
+        raise TransientGraphError(0, "attempts", "too many attempts")  # pragma: no cover
+
+    def _pause(self, plan: Plan, retry_after: str | None, attempt: int, max_sleep: float) -> None:
+        """Cool the scopes down for everyone; sleep through a short wait, give a long one back
+        to the task (which re-enqueues itself) instead of holding the worker."""
+        delay = self.throttle.throttled(plan.scopes, retry_after, attempt)
+        if delay > max_sleep:
+            raise ThrottleWait(delay, plan.scopes[0], "retry-after")
+        time.sleep(delay)
+        self.meter.seconds_waited += delay
+
+    # --- $batch -------------------------------------------------------------------------------
+
+    def batch(self, items: list[BatchItem], plan: Plan) -> list[BatchAnswer]:
+        """One POST /$batch; answers in request order. Each item counts against the budgets."""
+        if not 1 <= len(items) <= BATCH_LIMIT:
+            raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} requests")
+        requests_ = [
+            {
+                "id": item.id,
+                "method": "GET",
+                "url": self.relative(item.url),
+                **({"headers": item.headers} if item.headers else {}),
+            }
+            for item in items
+        ]
+        costs = {scope: cost * len(items) for scope, cost in (plan.costs or {}).items()}
+        body = self.request(
+            "POST",
+            "/$batch",
+            Plan(plan.budgets, costs),
+            headers={"Content-Type": "application/json"},
+            body={"requests": requests_},
+        )
+        by_id = {answer["id"]: answer for answer in body.get("responses", [])}
+        answers = []
+        for item in items:
+            answer = by_id.get(item.id, {"status": 500, "headers": {}, "body": {}})
+            answers.append(
+                BatchAnswer(
+                    item.id,
+                    int(answer.get("status", 500)),
+                    answer.get("headers") or {},
+                    answer.get("body"),
+                )
+            )
+            if answers[-1].status in throttle.RETRYABLE_STATUSES:
+                self.meter.throttled += 1
+        self.meter.requests += len(items) - 1  # each item counts as a request of its own
+        return answers
+
+    def relative(self, url: str) -> str:
+        """$batch URLs are relative to the version root."""
+        return url[len(self.base) :] if url.startswith(self.base) else url
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return {}

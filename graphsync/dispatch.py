@@ -1,0 +1,40 @@
+"""Finding due jobs fairly: every tenant gets its turn on each beat tick, so one tenant with ten
+thousand connections cannot starve the others."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import F, Q, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+
+from connections.models import Connection
+from graphsync.models import SyncJob
+
+PER_TENANT = 50  # jobs of one tenant per tick, before the next tenant's
+PER_TICK = 2000
+# A queued job is not dispatched again for this long; its run sets the real next time.
+QUEUED_GRACE = timedelta(minutes=10)
+RUNNABLE = (Connection.Status.ACTIVE, Connection.Status.APP_CREDENTIALS_BROKEN)
+
+
+def due(now: datetime | None = None) -> list[int]:
+    """Due job ids, interleaved across tenants (each tenant's oldest first), and marked queued."""
+    now = now or timezone.now()
+    ranked = (
+        SyncJob.objects.filter(enabled=True, next_run_at__lte=now, connection__status__in=RUNNABLE)
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+        .filter(Q(cooldown_until__isnull=True) | Q(cooldown_until__lte=now))
+        .annotate(
+            rank=Window(RowNumber(), partition_by=[F("tenant_id")], order_by=F("next_run_at").asc())
+        )
+        .filter(rank__lte=PER_TENANT)
+        .order_by("rank", "next_run_at")
+        .values_list("pk", flat=True)[:PER_TICK]
+    )
+    ids = list(ranked)
+    SyncJob.objects.filter(pk__in=ids).update(
+        state=SyncJob.State.QUEUED, next_run_at=now + QUEUED_GRACE
+    )
+    return ids

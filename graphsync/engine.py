@@ -1,0 +1,268 @@
+"""The sync engine: one run of one job, page by page, resumable.
+
+A run holds its job's lease (a conditional UPDATE with an expiry), so a job never runs twice at
+once and a dead worker's lease runs out. Each page's records and the cursor it produced are
+committed in one transaction: a worker killed at any point leaves the job at the last committed
+page, and the next run carries on from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from connections import tokens
+from connections.identity import FailureClass
+from graphsync import resources, store
+from graphsync.client import (
+    AccessDenied,
+    GraphClient,
+    GraphError,
+    MailboxNotEnabled,
+    Meter,
+    Page,
+    SyncStateExpired,
+)
+from graphsync.models import MAILBOX_RESOURCES, SyncJob, SyncRun
+from graphsync.throttle import ThrottleWait, backoff_seconds
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker took the job (our lease had run out): stop without writing."""
+
+
+@dataclass
+class Outcome:
+    run: SyncRun | None
+    retry_in: float | None = None  # deferred: run again after this many seconds
+    skipped: str = ""  # why nothing ran (the job is leased or disabled)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.GRAPH_JOB_LEASE_SECONDS)
+
+
+def claim(job_id: int, worker: str) -> SyncJob | None:
+    now = timezone.now()
+    claimed = (
+        SyncJob.objects.filter(pk=job_id, enabled=True)
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+        .update(
+            lease_owner=worker,
+            lease_expires_at=now + _lease(),
+            state=SyncJob.State.RUNNING,
+            last_run_at=now,
+        )
+    )
+    if not claimed:
+        return None
+    return SyncJob.objects.select_related("connection", "connection__app").get(pk=job_id)
+
+
+def _release(job: SyncJob, worker: str, **fields) -> None:
+    SyncJob.objects.filter(pk=job.pk, lease_owner=worker).update(
+        lease_owner="", lease_expires_at=None, **fields
+    )
+
+
+def run(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, worker: str | None = None) -> Outcome:
+    worker = worker or worker_id()
+    job = claim(job_id, worker)
+    if job is None:
+        return Outcome(None, skipped="leased by another worker, or disabled")
+    now = timezone.now()
+    # A run still "running" here belonged to a worker that died: this run carries it on.
+    SyncRun.objects.filter(job=job, outcome=SyncRun.Outcome.RUNNING).update(
+        outcome=SyncRun.Outcome.INTERRUPTED, finished_at=now
+    )
+    run_ = SyncRun.objects.create(
+        job=job, tenant_id=job.tenant_id, trigger=trigger, worker=worker[:100]
+    )
+    meter = Meter()
+    client = GraphClient(job.connection, meter)
+    try:
+        _follow(job, run_, client, worker)
+    except ThrottleWait as wait:
+        seconds = max(wait.seconds, 0.5)
+        _finish(
+            run_,
+            meter,
+            SyncRun.Outcome.DEFERRED,
+            f"Throttled ({wait.reason} on {wait.scope}): continuing in {seconds:.1f} s.",
+        )
+        _release(
+            job,
+            worker,
+            state=SyncJob.State.WAITING,
+            next_run_at=timezone.now() + timedelta(seconds=seconds),
+        )
+        return Outcome(run_, retry_in=seconds)
+    except LeaseLost:
+        _finish(run_, meter, SyncRun.Outcome.INTERRUPTED, "Lease lost to another worker.")
+        return Outcome(run_)
+    except AccessDenied as exc:
+        reason = f"Missing permission ({exc.code}): {exc.message}"
+        _finish(run_, meter, SyncRun.Outcome.FAILED, reason)
+        _release(
+            job,
+            worker,
+            state=SyncJob.State.DISABLED,
+            enabled=False,
+            disabled_reason=reason,
+            last_error=reason,
+        )
+        return Outcome(run_)
+    except MailboxNotEnabled as exc:
+        reason = "The user has no Exchange Online mailbox (MailboxNotEnabledForRESTAPI)."
+        _finish(run_, meter, SyncRun.Outcome.FAILED, reason)
+        _release(job, worker, last_error=reason)
+        SyncJob.objects.filter(connection=job.connection, resource__in=MAILBOX_RESOURCES).update(
+            enabled=False, state=SyncJob.State.DISABLED, disabled_reason=reason
+        )
+        logger.info("mailbox jobs of connection %s disabled: %s", job.connection_id, exc)
+        return Outcome(run_)
+    except tokens.TokenUnavailable as exc:
+        return _failed(
+            job,
+            run_,
+            meter,
+            worker,
+            f"No token: {exc}",
+            exc.retry_in if exc.failure_class == FailureClass.TRANSIENT else job.interval_seconds,
+        )
+    except GraphError as exc:
+        return _failed(job, run_, meter, worker, str(exc), None)
+    except Exception as exc:
+        _failed(job, run_, meter, worker, f"{type(exc).__name__}: {exc}", None)
+        raise
+    finally:
+        client.close()
+    _finish(run_, meter, SyncRun.Outcome.SUCCEEDED, "")
+    now = timezone.now()
+    _release(
+        job,
+        worker,
+        state=SyncJob.State.IDLE,
+        failure_streak=0,
+        last_error="",
+        last_success_at=now,
+        next_run_at=now + timedelta(seconds=job.interval_seconds),
+    )
+    return Outcome(run_)
+
+
+def _failed(job, run_, meter, worker, error: str, retry_in: float | None) -> Outcome:
+    streak = job.failure_streak + 1
+    delay = retry_in if retry_in is not None else backoff_seconds(streak, base=30, cap=3600)
+    _finish(run_, meter, SyncRun.Outcome.FAILED, error)
+    _release(
+        job,
+        worker,
+        state=SyncJob.State.FAILING,
+        failure_streak=streak,
+        last_error=error,
+        next_run_at=timezone.now() + timedelta(seconds=max(delay, 1)),
+    )
+    return Outcome(run_)
+
+
+def _finish(run_: SyncRun, meter: Meter, outcome: str, error: str) -> None:
+    SyncRun.objects.filter(pk=run_.pk).update(
+        outcome=outcome,
+        error=error,
+        finished_at=timezone.now(),
+        requests=meter.requests,
+        throttled=meter.throttled,
+        seconds_waited=meter.seconds_waited,
+    )
+    run_.refresh_from_db()
+
+
+def _start_round(job: SyncJob, worker: str, location: str | None = None) -> None:
+    """A round from scratch (first sync, reset, or expired delta): a resync whose end marks
+    what it did not see again as deleted."""
+    job.cursor = location or ""
+    job.cursor_is_delta = False
+    job.resyncing = True
+    job.generation += 1
+    updated = SyncJob.objects.filter(pk=job.pk, lease_owner=worker).update(
+        cursor=job.cursor, cursor_is_delta=False, resyncing=True, generation=job.generation
+    )
+    if not updated:
+        raise LeaseLost
+
+
+def _follow(
+    job: SyncJob, run_: SyncRun, client: GraphClient, worker: str, first: Page | None = None
+) -> None:
+    spec = resources.spec(job.resource)
+    resynced = False
+    if not job.cursor and first is None:
+        _start_round(job, worker)
+        SyncRun.objects.filter(pk=run_.pk).update(full_resync=True)
+    page = first
+    while True:
+        if page is None:
+            url = job.cursor or spec.first_url(job, client.base)
+            cost = spec.cost_next if job.cursor else spec.cost_first
+            try:
+                page = client.get_page(url, client.plan(spec.scope, cost), spec.headers(job))
+            except SyncStateExpired as exc:
+                if resynced:
+                    raise
+                resynced = True
+                logger.info("job %s: sync state expired (%s), resyncing", job.pk, exc.code)
+                _start_round(job, worker, exc.location)
+                SyncRun.objects.filter(pk=run_.pk).update(full_resync=True)
+                continue
+        done = commit_page(job, run_, spec, page, worker, client.meter)
+        if done:
+            return
+        page = None
+
+
+def commit_page(
+    job: SyncJob, run_: SyncRun, spec: resources.Spec, page: Page, worker: str, meter: Meter
+) -> bool:
+    """Store a page and the cursor it produced together. Returns True when the round ended."""
+    now = timezone.now()
+    ended = bool(page.delta_link) or not page.next_link
+    with transaction.atomic():
+        counts = store.apply_page(job, spec, page.items, now)
+        fields = {
+            "cursor": (page.next_link or page.delta_link or "") if spec.delta else "",
+            "cursor_is_delta": bool(page.delta_link),
+            "lease_expires_at": now + _lease(),
+        }
+        if ended and job.resyncing:
+            counts.deleted += store.finish_resync(job, now)
+            fields["resyncing"] = False
+        if not SyncJob.objects.filter(pk=job.pk, lease_owner=worker).update(**fields):
+            raise LeaseLost
+        SyncRun.objects.filter(pk=run_.pk).update(
+            pages=F("pages") + 1,
+            created=F("created") + counts.created,
+            updated=F("updated") + counts.updated,
+            deleted=F("deleted") + counts.deleted,
+            requests=meter.requests,
+            throttled=meter.throttled,
+            seconds_waited=meter.seconds_waited,
+        )
+    for name, value in fields.items():
+        setattr(job, name, value)
+    return ended

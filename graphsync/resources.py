@@ -1,0 +1,193 @@
+"""What each synced resource is: its first URL, page size, throttle scope, and how an item
+becomes a record (title, date, change key) or a deletion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from django.conf import settings
+
+from graphsync.models import Resource, SyncJob
+
+# The message fields Graphport stores (reference §13); $select keeps pages small.
+MESSAGE_FIELDS = (
+    "id,changeKey,createdDateTime,lastModifiedDateTime,receivedDateTime,sentDateTime,subject,"
+    "bodyPreview,body,from,sender,toRecipients,ccRecipients,conversationId,internetMessageId,"
+    "parentFolderId,isRead,isDraft,hasAttachments,importance,categories,webLink"
+)
+USER_FIELDS = (
+    "id,displayName,givenName,surname,mail,userPrincipalName,jobTitle,officeLocation,"
+    "mobilePhone,businessPhones,preferredLanguage"
+)
+GROUP_FIELDS = "id,displayName,description,mail,mailEnabled,securityEnabled,members"
+CONTACT_FIELDS = (
+    "id,changeKey,displayName,givenName,surname,emailAddresses,businessPhones,mobilePhone,"
+    "companyName,jobTitle,lastModifiedDateTime"
+)
+DEFAULT_MAIL_FOLDERS = ("inbox", "sentitems")
+
+
+@dataclass(frozen=True)
+class Spec:
+    resource: str
+    scope: str  # mailbox | directory | drive: the Graph throttling scope it counts against
+    delegated_scopes: tuple[str, ...]  # any of these granted makes the job possible
+    app_only: bool
+    delta: bool
+    first_url: Callable[[SyncJob, str], str]
+    page_size: int = 0  # Prefer: odata.maxpagesize, when > 0
+    title_of: Callable[[dict], str] = field(default=lambda item: "")
+    date_of: Callable[[dict], datetime | None] = field(default=lambda item: None)
+    # Resource units of the first (tokenless) request and of each later one (directory, drive).
+    cost_first: int = 1
+    cost_next: int = 1
+
+    def change_key_of(self, item: dict) -> str:
+        return str(item.get("changeKey") or item.get("cTag") or item.get("@odata.etag") or "")[:256]
+
+    def headers(self, job: SyncJob) -> dict[str, str]:
+        size = int(job.options.get("page_size") or self.page_size)
+        return {"Prefer": f"odata.maxpagesize={size}"} if size else {}
+
+
+def graph_datetime(value: Any) -> datetime | None:
+    """Graph's dates: `2016-10-19T10:37:00Z` or seven fraction digits without a zone (UTC)."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.rstrip("Z")
+    if "." in text:
+        head, fraction = text.split(".", 1)
+        digits = "".join(ch for ch in fraction if ch.isdigit())[:6]
+        text = f"{head}.{digits}" if digits else head
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _query(**params: str) -> str:
+    return "?" + urlencode(params, safe=",$") if params else ""
+
+
+def _mail_url(job: SyncJob, graph: str) -> str:
+    folder = quote(job.folder or "inbox", safe="")
+    return f"{graph}/me/mailFolders/{folder}/messages/delta" + _query(**{"$select": MESSAGE_FIELDS})
+
+
+def _calendar_url(job: SyncJob, graph: str) -> str:
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(days=int(job.options.get("days_back", 30)))
+    end = now + timedelta(days=int(job.options.get("days_ahead", 180)))
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    # calendarView delta takes no $select or $filter (reference §9).
+    return f"{graph}/me/calendarView/delta" + _query(
+        startDateTime=start.strftime(fmt), endDateTime=end.strftime(fmt)
+    )
+
+
+def _contacts_url(job: SyncJob, graph: str) -> str:
+    # The documented form names a contact folder; /me/contacts/delta (the default folder) is
+    # what Microsoft's own answers point to when no folder id is known.
+    if job.folder:
+        base = f"{graph}/me/contactFolders/{quote(job.folder, safe='')}/contacts/delta"
+    else:
+        base = f"{graph}/me/contacts/delta"
+    return base + _query(**{"$select": CONTACT_FIELDS})
+
+
+SPECS: dict[str, Spec] = {
+    Resource.PROFILE: Spec(
+        Resource.PROFILE,
+        "directory",
+        ("user.read", "user.readbasic.all", "user.read.all"),
+        app_only=False,
+        delta=False,
+        first_url=lambda job, graph: f"{graph}/me" + _query(**{"$select": USER_FIELDS}),
+        title_of=lambda item: item.get("displayName") or item.get("userPrincipalName") or "",
+    ),
+    Resource.MAIL: Spec(
+        Resource.MAIL,
+        "mailbox",
+        ("mail.read", "mail.readwrite", "mail.readbasic"),
+        app_only=False,
+        delta=True,
+        first_url=_mail_url,
+        page_size=200,
+        title_of=lambda item: item.get("subject") or "",
+        date_of=lambda item: graph_datetime(item.get("receivedDateTime")),
+    ),
+    Resource.CALENDAR: Spec(
+        Resource.CALENDAR,
+        "mailbox",
+        ("calendars.read", "calendars.readwrite"),
+        app_only=False,
+        delta=True,
+        first_url=_calendar_url,
+        page_size=200,
+        title_of=lambda item: item.get("subject") or "",
+        date_of=lambda item: graph_datetime((item.get("start") or {}).get("dateTime")),
+    ),
+    Resource.CONTACTS: Spec(
+        Resource.CONTACTS,
+        "mailbox",
+        ("contacts.read", "contacts.readwrite"),
+        app_only=False,
+        delta=True,
+        first_url=_contacts_url,
+        page_size=200,
+        title_of=lambda item: item.get("displayName") or "",
+        date_of=lambda item: graph_datetime(item.get("lastModifiedDateTime")),
+    ),
+    Resource.DRIVE: Spec(
+        Resource.DRIVE,
+        "drive",
+        ("files.read", "files.readwrite", "files.read.all", "files.readwrite.all"),
+        app_only=False,
+        delta=True,
+        first_url=lambda job, graph: f"{graph}/me/drive/root/delta",
+        title_of=lambda item: item.get("name") or "",
+        date_of=lambda item: graph_datetime(item.get("lastModifiedDateTime")),
+        cost_first=2,
+        cost_next=1,
+    ),
+    Resource.USERS: Spec(
+        Resource.USERS,
+        "directory",
+        (),
+        app_only=True,
+        delta=True,
+        first_url=lambda job, graph: f"{graph}/users/delta" + _query(**{"$select": USER_FIELDS}),
+        title_of=lambda item: item.get("displayName") or item.get("userPrincipalName") or "",
+        cost_first=1,
+        cost_next=1,  # GET users is 2 RU, $select takes one off
+    ),
+    Resource.GROUPS: Spec(
+        Resource.GROUPS,
+        "directory",
+        (),
+        app_only=True,
+        delta=True,
+        first_url=lambda job, graph: f"{graph}/groups/delta" + _query(**{"$select": GROUP_FIELDS}),
+        title_of=lambda item: item.get("displayName") or "",
+        cost_first=2,
+        cost_next=2,  # members are 3 RU, $select takes one off
+    ),
+}
+
+
+def spec(resource: str) -> Spec:
+    return SPECS[resource]
+
+
+def mail_folders() -> tuple[str, ...]:
+    return tuple(getattr(settings, "GRAPH_MAIL_FOLDERS", DEFAULT_MAIL_FOLDERS))
+
+
+def is_removal(item: dict) -> bool:
+    """Outlook and the directory send `@removed`; OneDrive a `deleted` facet (reference §9)."""
+    return "@removed" in item or "deleted" in item
