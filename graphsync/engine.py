@@ -47,6 +47,7 @@ class Outcome:
     run: SyncRun | None
     retry_in: float | None = None  # deferred: run again after this many seconds
     skipped: str = ""  # why nothing ran (the job is leased or disabled)
+    lease_left: float | None = None  # when skipped for a lease: seconds until it runs out
 
 
 def worker_id() -> str:
@@ -84,7 +85,15 @@ def run(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, worker: str | None
     worker = worker or worker_id()
     job = claim(job_id, worker)
     if job is None:
-        return Outcome(None, skipped="leased by another worker, or disabled")
+        held = (
+            SyncJob.objects.filter(pk=job_id, enabled=True)
+            .values_list("lease_expires_at", flat=True)
+            .first()
+        )
+        if held is None:
+            return Outcome(None, skipped="disabled or gone")
+        left = max((held - timezone.now()).total_seconds(), 0.0)
+        return Outcome(None, skipped="leased by another worker", lease_left=left)
     now = timezone.now()
     # A run still "running" here belonged to a worker that died: this run carries it on.
     SyncRun.objects.filter(job=job, outcome=SyncRun.Outcome.RUNNING).update(

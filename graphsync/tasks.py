@@ -16,14 +16,24 @@ def dispatch_due_syncs() -> int:
     return len(ids)
 
 
+# A job found leased is tried again when the lease runs out, this many times at most.
+LEASE_WAITS = 3
+
+
 @shared_task
-def run_job(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE) -> str:
+def run_job(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, lease_waits: int = 0) -> str:
     outcome = engine.run(job_id, trigger)
     if outcome.retry_in is not None:
         # Throttled for longer than a worker should sleep: come back later, freeing the worker.
         run_job.apply_async((job_id, SyncRun.Trigger.RETRY), countdown=outcome.retry_in)
         return f"deferred {outcome.retry_in:.1f} s"
     if outcome.run is None:
+        if outcome.lease_left is not None and lease_waits < LEASE_WAITS:
+            # Leased: perhaps by a worker that died mid-run (this task may be its redelivery).
+            # Come back once the lease has run out, to carry the run on.
+            run_job.apply_async(
+                (job_id, SyncRun.Trigger.RETRY, lease_waits + 1), countdown=outcome.lease_left + 1
+            )
         return f"skipped: {outcome.skipped}"
     return outcome.run.outcome
 

@@ -8,6 +8,7 @@ so every reader here raises ``ImproperlyConfigured`` naming the variable and wha
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -42,6 +43,32 @@ def read_bool(name: str, default: bool) -> bool:
     if lowered in _FALSE:
         return False
     raise ImproperlyConfigured(f"{name}: expected true or false (or 1/0), got {value!r}")
+
+
+def read_int(name: str, default: int) -> int:
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise ImproperlyConfigured(f"{name}: must be positive, got {number}")
+    return number
+
+
+def read_json(name: str) -> dict:
+    value = _raw(name)
+    if value is None:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: not valid JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise ImproperlyConfigured(f"{name}: expected a JSON object")
+    return parsed
 
 
 def read_str(name: str, default: str | None = None) -> str | None:

@@ -24,6 +24,8 @@ from portal.env import (
     read_database,
     read_email,
     read_fernet_keys,
+    read_int,
+    read_json,
     read_str,
     read_url,
 )
@@ -197,11 +199,15 @@ GRAPH_BUDGETS = {
     "drive": {"max_in_flight": None, "limit": 1_200, "window": 60},
     "app": {"max_in_flight": None, "limit": 130_000, "window": 10},
 }
+for _kind, _override in read_json("GRAPH_BUDGETS_JSON").items():
+    if _kind not in GRAPH_BUDGETS or not isinstance(_override, dict):
+        raise ImproperlyConfigured(f"GRAPH_BUDGETS_JSON: unknown budget {_kind!r}")
+    GRAPH_BUDGETS[_kind] = {**GRAPH_BUDGETS[_kind], **_override}
 # A throttled request sleeps at most this long in a worker; a longer wait ends the task and
 # re-enqueues it with a countdown.
 GRAPH_MAX_SLEEP_SECONDS = 3.0
 # The lease a sync run holds on its job; renewed with every page.
-GRAPH_JOB_LEASE_SECONDS = 120
+GRAPH_JOB_LEASE_SECONDS = read_int("GRAPH_JOB_LEASE_SECONDS", default=120)
 GRAPH_MAIL_FOLDERS = ("inbox", "sentitems")
 # A new connection's jobs are enqueued at once (tests that do not sync turn this off).
 GRAPHSYNC_START_ON_CONNECT = True

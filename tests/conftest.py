@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import redis
 from django.conf import settings
 from django.utils import timezone
 
@@ -17,6 +19,8 @@ from connections.models import ClientSecret, EntraApp, Tenant
 from tests.personas import make_tenant_world, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
+WORKER_MAILBOX_BUDGET = {"max_in_flight": 4, "limit": 40, "window": 5}
+WORKER_JOB_LEASE_SECONDS = 8
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +66,14 @@ def database_url_for_subprocesses() -> str:
 def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real Celery worker process on the test database and the test Redis."""
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = dict(os.environ, DATABASE_URL=database_url_for_subprocesses())
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url_for_subprocesses(),
+        # A mailbox budget tight enough to bind in tests (the emulator is set to match), and a
+        # short job lease so a killed worker's run is resumed within seconds.
+        GRAPH_BUDGETS_JSON=json.dumps({"mailbox": WORKER_MAILBOX_BUDGET}),
+        GRAPH_JOB_LEASE_SECONDS=str(WORKER_JOB_LEASE_SECONDS),
+    )
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -75,7 +86,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
                 "-Q",
                 "tokens,sync,default",
                 "--concurrency",
-                "2",
+                "3",
                 "--loglevel",
                 "INFO",
                 "--hostname",
@@ -94,6 +105,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"the Celery worker did not start:\n{log.read_text()}")
+    process.log_path = log  # for a test to show what the worker said
     yield process
     os.killpg(process.pid, signal.SIGTERM)
     try:
@@ -127,6 +139,13 @@ def microsoft(microsoft_session):
 
     microsoft_session.control.load_scenario(load_scenario(DEMO_SCENARIO))
     microsoft_session.control.reset_counters()
+    # Graphport's own state about these Microsoft ids (throttle budgets and cooldowns, token
+    # locks) must not leak from one test into the next.
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for pattern in ("graphport:throttle:*", "graphport:token-*"):
+        keys = list(client.scan_iter(pattern, count=1000))
+        if keys:
+            client.delete(*keys)
     return microsoft_session
 
 
