@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ import orjson
 import redis
 import requests
 from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 
 from connections import tokens
@@ -184,6 +186,7 @@ class GraphClient:
         self.http.headers["Accept"] = "application/json"
         self._token: str | None = None
         self._token_until: datetime | None = None
+        self._ahead: ThreadPoolExecutor | None = None
 
     # --- scopes -------------------------------------------------------------------------------
 
@@ -229,6 +232,25 @@ class GraphClient:
 
     def get_page(self, url: str, plan: Plan, headers: dict[str, str] | None = None) -> Page:
         return Page.of(self.request("GET", url, plan, headers=headers))
+
+    def prefetch_page(
+        self, url: str, plan: Plan, headers: dict[str, str] | None = None
+    ) -> Future[Page]:
+        """`get_page` on a background thread, so the caller can write the previous page while
+        Graph prepares this one (a sync otherwise waits for Graph and the database in turn).
+        One at a time: the session is never used by two threads at once, provided the caller
+        takes the result before it asks for anything else."""
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-prefetch")
+        return self._ahead.submit(self._get_page_in_background, url, plan, headers)
+
+    def _get_page_in_background(self, url: str, plan: Plan, headers: dict[str, str] | None) -> Page:
+        try:
+            return self.get_page(url, plan, headers)
+        finally:
+            # A token refresh (an expiring token, or a 401) reads the connection row from this
+            # thread: close the thread's own database connection rather than leak it.
+            connections.close_all()
 
     def request(
         self,
@@ -336,6 +358,9 @@ class GraphClient:
         return url[len(self.base) :] if url.startswith(self.base) else url
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True, cancel_futures=True)
+            self._ahead = None
         self.http.close()
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -225,12 +226,17 @@ def _follow(
         _start_round(job, worker)
         SyncRun.objects.filter(pk=run_.pk).update(full_resync=True)
     page = first
+    ahead: Future[Page] | None = None  # the page after `page`, already on its way
     while True:
         if page is None:
             url = job.cursor or spec.first_url(job, client.base)
             cost = spec.cost_next if job.cursor else spec.cost_first
             try:
-                page = client.get_page(url, client.plan(spec.scope, cost), spec.headers(job))
+                if ahead is not None:  # fetched from job.cursor, which is `url`
+                    fetched, ahead = ahead, None
+                    page = fetched.result()
+                else:
+                    page = client.get_page(url, client.plan(spec.scope, cost), spec.headers(job))
             except SyncStateExpired as exc:
                 if resynced:
                     raise
@@ -239,6 +245,11 @@ def _follow(
                 _start_round(job, worker, exc.location)
                 SyncRun.objects.filter(pk=run_.pk).update(full_resync=True)
                 continue
+        if spec.delta and page.next_link and not page.delta_link:
+            # Fetch the next page while this one is written. Only reading runs ahead: the
+            # cursor still moves in commit_page's transaction, with the page that produced it.
+            plan = client.plan(spec.scope, spec.cost_next)
+            ahead = client.prefetch_page(page.next_link, plan, spec.headers(job))
         done = commit_page(job, run_, spec, page, worker, client.meter)
         if done:
             return

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+import psycopg
+from django.db import connection
+
 from graphsync.models import Record, SyncJob
 from graphsync.resources import Spec, is_removal
 
@@ -44,36 +48,10 @@ def apply_page(job: SyncJob, spec: Spec, items: list[dict[str, Any]], now: datet
     removed = [gid for gid, item in latest.items() if is_removal(item)]
     counts = Counts()
     if live:
-        existing = set(
-            Record.objects.filter(job=job, graph_id__in=list(live)).values_list(
-                "graph_id", flat=True
-            )
-        )
-        Record.objects.bulk_create(
-            [
-                Record(
-                    job_id=job.pk,
-                    connection_id=job.connection_id,
-                    tenant_id=job.tenant_id,
-                    resource=job.resource,
-                    graph_id=gid,
-                    change_key=spec.change_key_of(item),
-                    title=spec.title_of(item)[:500],
-                    occurred_at=spec.date_of(item),
-                    data=item,
-                    generation=job.generation,
-                    deleted_at=None,
-                    created_at=now,
-                    updated_at=now,
-                )
-                for gid, item in live.items()
-            ],
-            update_conflicts=True,
-            unique_fields=["job", "graph_id"],
-            update_fields=UPDATE_FIELDS,
-        )
-        counts.updated = len(existing)
-        counts.created = len(live) - len(existing)
+        upsert = _upsert_postgresql if connection.vendor == "postgresql" else _upsert_orm
+        existing = upsert(job, spec, live, now)
+        counts.updated = existing
+        counts.created = len(live) - existing
     if removed:
         counts.deleted = Record.objects.filter(
             job=job, graph_id__in=removed, deleted_at__isnull=True
@@ -86,3 +64,84 @@ def finish_resync(job: SyncJob, now: datetime) -> int:
     return Record.objects.filter(
         job=job, deleted_at__isnull=True, generation__lt=job.generation
     ).update(deleted_at=now, updated_at=now)
+
+
+def _upsert_orm(job: SyncJob, spec: Spec, live: dict[str, dict[str, Any]], now: datetime) -> int:
+    """The portable upsert (SQLite in development). Returns how many rows existed before."""
+    existing = Record.objects.filter(job=job, graph_id__in=list(live)).count()
+    Record.objects.bulk_create(
+        [
+            Record(
+                job_id=job.pk,
+                connection_id=job.connection_id,
+                tenant_id=job.tenant_id,
+                resource=job.resource,
+                graph_id=gid,
+                change_key=spec.change_key_of(item),
+                title=spec.title_of(item)[:500],
+                occurred_at=spec.date_of(item),
+                data=item,
+                generation=job.generation,
+                deleted_at=None,
+                created_at=now,
+                updated_at=now,
+            )
+            for gid, item in live.items()
+        ],
+        update_conflicts=True,
+        unique_fields=["job", "graph_id"],
+        update_fields=UPDATE_FIELDS,
+    )
+    return existing
+
+
+# The same upsert as _upsert_orm, as one statement over column arrays. Why not bulk_create here:
+# on a 50,000-message initial sync (bench/sync_throughput.py --profile) it took 72 % of the
+# worker's time, mostly on the client: Django binds parameters client-side, so psycopg escapes
+# every JSON document into an array literal with a Python regex, after 13 fields per record were
+# prepared one by one and the documents serialised by json.dumps. Binary parameters need no
+# escaping; orjson does the serialising. The run went from 2,500 to 7,000 records/s.
+_UPSERT = """
+    INSERT INTO {table} (job_id, connection_id, tenant_id, resource, graph_id, change_key, title,
+                         occurred_at, data, generation, deleted_at, created_at, updated_at)
+    SELECT %(job)s, %(connection)s, %(tenant)s, %(resource)s, item.graph_id, item.change_key,
+           item.title, item.occurred_at, item.data::jsonb, %(generation)s, NULL, %(now)s, %(now)s
+    FROM unnest(%(graph_ids)b::text[], %(change_keys)b::text[], %(titles)b::text[],
+                %(dates)b::timestamptz[], %(documents)b::text[])
+         AS item(graph_id, change_key, title, occurred_at, data)
+    ON CONFLICT (job_id, graph_id) DO UPDATE SET
+        change_key = EXCLUDED.change_key, title = EXCLUDED.title,
+        occurred_at = EXCLUDED.occurred_at, data = EXCLUDED.data,
+        generation = EXCLUDED.generation, deleted_at = NULL, updated_at = EXCLUDED.updated_at
+"""
+_EXISTING = """
+    SELECT count(*) FROM {table} WHERE job_id = %(job)s AND graph_id = ANY(%(graph_ids)b::text[])
+"""
+
+
+def _upsert_postgresql(
+    job: SyncJob, spec: Spec, live: dict[str, dict[str, Any]], now: datetime
+) -> int:
+    """Returns how many rows existed before. Runs in the caller's transaction: the cursor is
+    a plain psycopg one on Django's own connection, for server-side (binary) binding, which
+    Django's cursors (client-side binding) do not do."""
+    table = connection.ops.quote_name(Record._meta.db_table)
+    params = {
+        "job": job.pk,
+        "connection": job.connection_id,
+        "tenant": job.tenant_id,
+        "resource": job.resource,
+        "generation": job.generation,
+        "now": now,
+        "graph_ids": list(live),
+        "change_keys": [spec.change_key_of(item) for item in live.values()],
+        "titles": [spec.title_of(item)[:500] for item in live.values()],
+        "dates": [spec.date_of(item) for item in live.values()],
+        "documents": [orjson.dumps(item).decode() for item in live.values()],
+    }
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_EXISTING.format(table=table), params)
+        (existing,) = cursor.fetchone()
+        cursor.execute(_UPSERT.format(table=table), params)
+    return existing

@@ -1,0 +1,447 @@
+"""Initial sync of one mailbox folder: Graphport against a fetch-only loop over the same pages.
+
+python bench/sync_throughput.py [--sizes 10000,50000] [--page-size 1000] [--quick] [--profile]
+
+Starts its own PostgreSQL (default durability: fsync on), Redis and emulator, connects one user
+per mailbox size through the portal's own connect flow, then for each size:
+  1. fetch-only: a plain `requests` loop over the same delta pages (same URL, `$select`,
+     `Prefer: odata.maxpagesize`, token), JSON parsed with orjson, no database: the limit;
+  2. Graphport: `graphsync.tasks.run_job` on one fresh Celery worker (`--pool solo`, so the
+     process we start is the one that syncs), timed from enqueue to result;
+and checks that PostgreSQL holds exactly N records. Memory is the worker's VmHWM (peak RSS).
+`--profile` then runs the engine once more under cProfile in a subprocess and prints where the
+time goes. `--quick` is the smoke mode of the test command: small sizes, figures not meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import requests
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from emulator.testing import DEMO_SCENARIO, RunningEmulator, running_emulator  # noqa: E402
+from portal.localservices import LocalPostgres, LocalRedis  # noqa: E402
+
+TARGET_RATIO = 0.7
+MEMORY_GROWTH_LIMIT = 1.2  # peak at the largest size / peak at the smallest
+MB = 1024 * 1024
+
+
+@dataclass
+class Figures:
+    size: int
+    fetch_rate: float
+    sync_rate: float
+    sync_seconds: float
+    peak_mb: float
+    idle_mb: float
+    stored: int
+    cpu: dict[str, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.sync_rate / self.fetch_rate
+
+
+# --- services -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def services() -> Iterator[dict[str, str]]:
+    """PostgreSQL (durable) and Redis of our own; yields the environment the portal reads."""
+    workdir = Path(tempfile.mkdtemp(prefix="graphport-bench-"))
+    workdir.chmod(0o755)  # PostgreSQL runs as its own user and must reach its directory
+    postgres = LocalPostgres(workdir / "postgres", durable=True)
+    redis = LocalRedis(workdir / "redis")
+    try:
+        postgres.start()
+        redis.start()
+        yield {
+            "ENV_FILE": os.devnull,
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-" + Fernet.generate_key().decode(),
+            "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "MICROSOFT_ALLOW_HTTP": "true",
+            "DATABASE_URL": postgres.url,
+            "REDIS_URL": redis.url,
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+            ),
+            "PYTHONUNBUFFERED": "1",
+            "_BENCH_POSTMASTER_PID": str(workdir / "postgres" / "data" / "postmaster.pid"),
+        }
+    finally:
+        redis.stop()
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def setup_django(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    # The bench enqueues the one job it measures; a connect must not start the others.
+    settings.GRAPHSYNC_START_ON_CONNECT = False
+    call_command("migrate", verbosity=0)
+
+
+def scenario(sizes: list[int]) -> dict:
+    spec = json.loads(DEMO_SCENARIO.read_text())
+    # Long-lived access tokens: a refresh in the middle of a run would be measured as sync time.
+    spec["settings"]["access_token_lifetime"] = 86_400
+    spec["tenants"][0]["users"] += [
+        {"upn": mailbox(size), "display_name": f"Bench {size}", "data": {"messages": size}}
+        for size in sizes
+    ]
+    return spec
+
+
+def mailbox(size: int) -> str:
+    return f"bench.{size}@contoso.example"
+
+
+# --- the portal side ----------------------------------------------------------------------------
+
+
+def make_app(emu: RunningEmulator):
+    from django.utils import timezone
+
+    from connections.models import ClientSecret, EntraApp, Tenant
+
+    demo = emu.scenario["apps"][0]
+    tenant = Tenant.objects.create(name="Bench")
+    app = EntraApp.objects.create(
+        tenant=tenant,
+        name="Bench Graph",
+        client_id=demo["client_id"],
+        directory_tenant_id=emu.scenario["tenants"][0]["id"],
+        cloud="custom",
+        login_base_url=emu.login_url,
+        graph_base_url=emu.graph_url,
+        authority="organizations",
+        delegated_scopes="User.Read Mail.Read",
+        default_prompt="",
+    )
+    secret = demo["secrets"][0]["value"]
+    ClientSecret.objects.create(
+        app=app,
+        value=secret,
+        hint=secret[:3],
+        expires_on=timezone.localdate() + timedelta(days=365),
+    )
+    return app
+
+
+def connect_inbox_job(emu: RunningEmulator, app, upn: str, page_size: int):
+    """The portal's own connect flow, with the emulator's scripted sign-in as the browser."""
+    from django.contrib.auth import get_user_model
+
+    from connections import connect
+    from connections.models import Membership
+    from graphsync.models import Resource, SyncJob
+
+    user = get_user_model().objects.create_user(upn.split("@")[0], upn, "bench-password-1")
+    Membership.objects.create(user=user, tenant=app.tenant, role="member")
+    outcome = emu.control.sign_in(connect.start_connect(user, app), upn)
+    params = outcome.get("params") or outcome.get("fields")
+    if not params:
+        raise RuntimeError(f"sign-in of {upn} failed: {outcome}")
+    _, connection = connect.complete(user, params)
+    job = SyncJob.objects.get(connection=connection, resource=Resource.MAIL, folder="inbox")
+    job.options = {"page_size": page_size}
+    job.save(update_fields=["options"])
+    return job
+
+
+# --- the fetch-only limit -----------------------------------------------------------------------
+
+
+def fetch_only(job) -> float:
+    """Records per second of the same delta pages with no database: the limit."""
+    from connections.models import Connection
+    from graphsync import resources
+
+    spec = resources.spec(job.resource)
+    connection = Connection.objects.select_related("app").get(pk=job.connection_id)
+    http = requests.Session()
+    http.headers.update(
+        {
+            "Authorization": f"Bearer {connection.access_token}",
+            "Accept": "application/json",
+            **spec.headers(job),
+        }
+    )
+    url: str | None = spec.first_url(job, connection.app.graph_url)
+    records = 0
+    started = time.perf_counter()
+    while url:
+        response = http.get(url, timeout=60)
+        response.raise_for_status()
+        body = orjson.loads(response.content)
+        records += len(body["value"])
+        url = body.get("@odata.nextLink")
+    elapsed = time.perf_counter() - started
+    http.close()
+    return records / elapsed
+
+
+# --- the worker ---------------------------------------------------------------------------------
+
+
+class Worker:
+    """One Celery worker process on the sync queue; with the solo pool it runs tasks itself."""
+
+    def __init__(self, env: dict[str, str], log: Path, name: str):
+        self.name = f"{name}@bench"
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "-Q",
+                    "sync",
+                    "--pool",
+                    "solo",
+                    "--loglevel",
+                    "WARNING",
+                    "--hostname",
+                    self.name,
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        from portal.celery import app
+
+        deadline = time.monotonic() + 60
+        while not app.control.ping(destination=[self.name], timeout=0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the Celery worker did not start:\n{log.read_text()}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def memory_mb(self) -> tuple[float, float]:
+        """(VmRSS, VmHWM) in MB: resident now, and its peak since the process started."""
+        status = Path(f"/proc/{self.pid}/status").read_text().splitlines()
+        kb = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith("Vm")}
+        return kb["VmRSS"] / 1024, kb["VmHWM"] / 1024
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU of a process (and of its reaped children: PostgreSQL's backends)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(postmaster_pid: int) -> float:
+    total = cpu_seconds(postmaster_pid, children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == postmaster_pid:
+                    total += cpu_seconds(int(entry.name))
+    return total
+
+
+def sync_with_worker(
+    env: dict[str, str], emu: RunningEmulator, job, log: Path
+) -> tuple[float, float, float, dict[str, float]]:
+    """(seconds, idle MB, peak MB, CPU seconds per process) of one initial sync on a fresh
+    worker."""
+    from graphsync.models import SyncRun
+    from graphsync.tasks import run_job
+
+    postmaster = int(Path(env["_BENCH_POSTMASTER_PID"]).read_text().split()[0])
+    worker = Worker(env, log, f"bench-{job.pk}")
+    try:
+        idle_mb, _ = worker.memory_mb()
+        pids = {"worker": worker.pid, "emulator": emu.process.pid}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        before["postgres"] = postgres_cpu(postmaster)
+        started = time.perf_counter()
+        outcome = run_job.delay(job.pk, SyncRun.Trigger.FIRST).get(timeout=3600)
+        seconds = time.perf_counter() - started
+        after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        after["postgres"] = postgres_cpu(postmaster)
+        _, peak_mb = worker.memory_mb()
+    finally:
+        worker.stop()
+    if outcome != SyncRun.Outcome.SUCCEEDED:
+        run = SyncRun.objects.filter(job=job).first()
+        raise RuntimeError(f"the sync ended {outcome}: {run.error if run else '?'}")
+    return seconds, idle_mb, peak_mb, {name: after[name] - before[name] for name in after}
+
+
+# --- profiling ----------------------------------------------------------------------------------
+
+
+def profile(job, env: dict[str, str], top: int) -> None:
+    """Run the same initial sync once more under cProfile, in a process of its own."""
+    from graphsync.models import Record, SyncJob
+
+    Record.objects.filter(job=job).delete()
+    SyncJob.objects.filter(pk=job.pk).update(cursor="", cursor_is_delta=False)
+    subprocess.run(
+        [sys.executable, __file__, "--profile-job", str(job.pk), "--top", str(top)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+    )
+
+
+def profile_job(job_id: int, top: int) -> None:
+    import django
+
+    django.setup()
+    from graphsync import engine
+
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.runcall(engine.run, job_id)
+    print(f"\ncProfile of engine.run (initial sync), {time.perf_counter() - started:.1f} s:")
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def report(figures: list[Figures], page_size: int) -> bool:
+    print(
+        f"\nInitial sync of an inbox, pages of {page_size:,}, one worker (Celery, solo pool); "
+        f"PostgreSQL durable. {os.cpu_count()} CPU cores shared by the emulator, PostgreSQL, "
+        "the worker and the fetch loop.\n"
+    )
+    head = (
+        f"{'messages':>9} {'graphport rec/s':>16} {'fetch-only rec/s':>17} {'ratio':>6} "
+        f"{'sync s':>7} {'peak MB':>8} {'idle MB':>8} {'stored':>7}  "
+        "cpu s: worker / postgres / emulator"
+    )
+    print(head)
+    print("-" * len(head))
+    for f in figures:
+        cpu = " / ".join(f"{f.cpu[k]:.1f}" for k in ("worker", "postgres", "emulator"))
+        print(
+            f"{f.size:>9,} {f.sync_rate:>16,.0f} {f.fetch_rate:>17,.0f} {f.ratio:>6.2f} "
+            f"{f.sync_seconds:>7.1f} {f.peak_mb:>8.1f} {f.idle_mb:>8.1f} {f.stored:>7,}  {cpu}"
+        )
+    ratio_ok = all(f.ratio >= TARGET_RATIO for f in figures)
+    stored_ok = all(f.stored == f.size for f in figures)
+    print(
+        f"\nthroughput: {'met' if ratio_ok else 'NOT met'} "
+        f"(target: Graphport >= {TARGET_RATIO} x fetch-only at every size; "
+        f"lowest {min(f.ratio for f in figures):.2f})"
+    )
+    memory_ok = True
+    if len(figures) > 1:
+        small, large = figures[0], figures[-1]
+        growth = large.peak_mb / small.peak_mb
+        memory_ok = growth <= MEMORY_GROWTH_LIMIT
+        print(
+            f"memory: {'met' if memory_ok else 'NOT met'} (peak at {large.size:,} / peak at "
+            f"{small.size:,} = {growth:.2f}, target <= {MEMORY_GROWTH_LIMIT})"
+        )
+    print(f"records stored: {'all' if stored_ok else 'MISSING SOME'}")
+    return stored_ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="10000,50000", help="mailbox sizes, comma-separated")
+    parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke mode: 1,000 and 2,000 messages, pages of 250"
+    )
+    parser.add_argument("--profile", action="store_true", help="then cProfile the largest size")
+    parser.add_argument("--top", type=int, default=30, help="functions listed by --profile")
+    parser.add_argument("--profile-job", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.profile_job:
+        profile_job(args.profile_job, args.top)
+        return 0
+    sizes = [1000, 2000] if args.quick else sorted(int(s) for s in args.sizes.split(","))
+    page_size = 250 if args.quick else args.page_size
+
+    with services() as env, tempfile.TemporaryDirectory(prefix="bench-logs-") as logs:
+        setup_django(env)
+        from graphsync.models import Record
+
+        figures = []
+        with running_emulator(scenario(sizes)) as emu:
+            app = make_app(emu)
+            jobs = {size: connect_inbox_job(emu, app, mailbox(size), page_size) for size in sizes}
+            for size, job in jobs.items():
+                print(f"{size:,} messages: fetch-only ...", flush=True)
+                fetch_rate = fetch_only(job)
+                print(f"{size:,} messages: Graphport ...", flush=True)
+                seconds, idle_mb, peak_mb, cpu = sync_with_worker(
+                    env, emu, job, Path(logs) / f"worker-{size}.log"
+                )
+                stored = Record.objects.filter(job=job, deleted_at__isnull=True).count()
+                figures.append(
+                    Figures(
+                        size, fetch_rate, size / seconds, seconds, peak_mb, idle_mb, stored, cpu
+                    )
+                )
+            ok = report(figures, page_size)
+            if args.profile:
+                profile(jobs[sizes[-1]], env, args.top)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
