@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.forms import BaseInlineFormSet
@@ -154,9 +155,28 @@ class SyncRunAdmin(TenantFilterForOperators, TenantScopedAdmin):
 # --- jobs ------------------------------------------------------------------------------------
 
 
+class SyncJobForm(forms.ModelForm):
+    interval_seconds = forms.IntegerField(
+        min_value=60,
+        help_text="Between the end of one successful run and the next (at least 60 seconds: "
+        "Graph throttles a mailbox at 10,000 requests per 10 minutes, shared by every job).",
+    )
+
+    class Meta:
+        model = SyncJob
+        fields = ["enabled", "interval_seconds", "options"]
+
+    def clean_options(self):
+        options = self.cleaned_data["options"]
+        if not isinstance(options, dict):
+            raise forms.ValidationError('Options are a JSON object, e.g. {"page_size": 50}.')
+        return options
+
+
 @admin.register(SyncJob)
 class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
     tenant_admin_can_add = tenant_admin_can_delete = False
+    form = SyncJobForm
     list_display = [
         "account",
         "resource",
@@ -369,7 +389,7 @@ class DeletedFilter(admin.SimpleListFilter):
 @admin.register(Record)
 class RecordAdmin(TenantFilterForOperators, TenantScopedAdmin):
     tenant_admin_can_add = tenant_admin_can_change = tenant_admin_can_delete = False
-    list_display = ["label", "resource", "account", "occurred_at", "is_deleted", "updated_at"]
+    list_display = ["label", "resource", "account", "occurred_at", "deleted_at", "updated_at"]
     # Connection has thousands of rows: it is filtered through ?connection__id__exact= links
     # from the connection and job pages, never offered as a list of choices.
     list_filter = ["resource", DeletedFilter]
@@ -381,6 +401,8 @@ class RecordAdmin(TenantFilterForOperators, TenantScopedAdmin):
     # Sorting millions of rows by an unindexed column is a full sort: keep the -id order.
     sortable_by = ()
     show_full_result_count = False
+    # "Show counts" would count every filter choice over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     paginator = CappedCountPaginator
     actions = None
     fields = [
@@ -421,10 +443,6 @@ class RecordAdmin(TenantFilterForOperators, TenantScopedAdmin):
     def account(self, obj: Record) -> str:
         connection = obj.connection
         return connection.user_principal_name or connection.display_name or "app-only"
-
-    @admin.display(description="Deleted", boolean=True)
-    def is_deleted(self, obj: Record) -> bool:
-        return obj.deleted_at is not None
 
     @admin.display(description="Data (JSON)")
     def pretty_data(self, obj: Record) -> str:

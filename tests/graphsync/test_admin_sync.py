@@ -291,6 +291,22 @@ def test_interval_and_options_change_and_nothing_else(client, acme):
     assert job.cursor == "https://graph/delta?$deltatoken=kept" and job.folder == "inbox"
 
 
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ({"interval_seconds": 5}, "greater than or equal to 60"),
+        ({"options": "[1, 2]"}, "Options are a JSON object"),
+    ],
+)
+def test_job_form_refuses_a_hammering_interval_and_odd_options(client, acme, values, error):
+    job = make_job(acme)
+    client.force_login(acme.admin)
+    response = client.post(change_url(job), change_form(job, **values))
+    assert response.status_code == 200 and error in response.text
+    job.refresh_from_db()
+    assert job.interval_seconds == 900 and job.options == {}
+
+
 def test_saving_the_form_does_not_undo_a_workers_progress(client, acme, monkeypatch):
     job = make_job(acme)
     loaded = SyncJobAdmin.get_object
@@ -442,6 +458,7 @@ def test_record_list_queries_do_not_grow_with_rows(
     with django_assert_max_num_queries(len(few)):
         page = client.get(url)
     assert len(record_links(page)) == 50
+    assert "_facets" not in page.text  # no "Show counts" over millions of rows
     counts = [q["sql"] for q in few.captured_queries if "COUNT(" in q["sql"].upper()]
     assert all("LIMIT" in sql.upper() for sql in counts), counts  # never an unbounded count
 
