@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from connections.models import Connection
 from graphsync import engine
-from graphsync.admin import CappedCountPaginator, SyncJobAdmin
+from graphsync.admin.jobs import SyncJobAdmin
+from graphsync.admin.records import CappedCountPaginator
 from graphsync.models import Record, Resource, SyncJob, SyncRun
 from tests.flows import connected
 
