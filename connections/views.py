@@ -58,13 +58,22 @@ def my_connections(request):
     if tenant is None:
         return render(request, "connections/no_tenant.html", status=403)
     apps = EntraApp.objects.filter(tenant=tenant, is_active=True).order_by("name")
-    mine = (
+    # graphsync builds on connections: imported here so that connections never needs it to load.
+    from graphsync import status
+
+    mine = list(
         Connection.objects.filter(user=request.user, app__tenant=tenant)
         .select_related("app")
         .order_by("app__name", "user_principal_name")
     )
+    synced = status.of_connections([c.pk for c in mine])
     rows = [
-        {"connection": c, "missing": connect.missing_scopes(c.app, c.granted_scopes)} for c in mine
+        {
+            "connection": c,
+            "missing": connect.missing_scopes(c.app, c.granted_scopes),
+            "sync": synced.get(c.pk, []),
+        }
+        for c in mine
     ]
     return render(
         request,

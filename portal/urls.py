@@ -10,4 +10,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("connections/", include("connections.urls")),
+    path("sync/", include("graphsync.urls")),
 ]

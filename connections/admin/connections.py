@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from connections import audit, tokens
 from connections.admin.badges import badge
@@ -87,9 +89,11 @@ class ConnectionAdmin(TenantScopedAdmin):
                 ]
             },
         ),
+        ("Sync", {"fields": ["sync_overview"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
     readonly_fields = [
+        "sync_overview",
         "app",
         "user",
         "kind",
@@ -133,6 +137,37 @@ class ConnectionAdmin(TenantScopedAdmin):
         if obj.refresh_token_updated_at is None:
             return "—"
         return f"{(timezone.now() - obj.refresh_token_updated_at).days} days"
+
+    @admin.display(description="Sync jobs")
+    def sync_overview(self, obj: Connection) -> str:
+        # By URL name and reverse relation only: graphsync builds on connections, not the reverse.
+        jobs = obj.sync_jobs.order_by("resource", "folder")
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:graphsync_syncjob_change", args=[job.pk]),
+                    f"{job.get_resource_display()} {job.folder}".strip(),
+                    job.get_state_display(),
+                    f"{job.last_run_at:%Y-%m-%d %H:%M} UTC" if job.last_run_at else "never",
+                    job.last_error or job.disabled_reason or "",
+                )
+                for job in jobs
+            ),
+        )
+        if not rows:
+            return "No sync jobs."
+        query = f"?connection__id__exact={obj.pk}"
+        return format_html(
+            "<table><tr><th>Job</th><th>State</th><th>Last run</th><th>Error</th></tr>{}</table>"
+            '<p><a href="{}{}">All jobs</a> · <a href="{}{}">records</a></p>',
+            rows,
+            reverse("admin:graphsync_syncjob_changelist"),
+            query,
+            reverse("admin:graphsync_record_changelist"),
+            query,
+        )
 
     @admin.action(description="Refresh tokens now")
     def refresh_now(self, request, queryset):
