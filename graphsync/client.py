@@ -316,7 +316,8 @@ class GraphClient:
     # --- $batch -------------------------------------------------------------------------------
 
     def batch(self, items: list[BatchItem], plan: Plan) -> list[BatchAnswer]:
-        """One POST /$batch; answers in request order. Each item counts against the budgets."""
+        """One POST /$batch; answers in request order. Each item counts against the limits on
+        its own (reference §10): `plan` must carry the items' summed costs."""
         if not 1 <= len(items) <= BATCH_LIMIT:
             raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} requests")
         requests_ = [
@@ -328,11 +329,10 @@ class GraphClient:
             }
             for item in items
         ]
-        costs = {scope: cost * len(items) for scope, cost in (plan.costs or {}).items()}
         body = self.request(
             "POST",
             "/$batch",
-            Plan(plan.budgets, costs),
+            plan,
             headers={"Content-Type": "application/json"},
             body={"requests": requests_},
         )

@@ -16,11 +16,13 @@ PER_TENANT = 50  # jobs of one tenant per tick, before the next tenant's
 PER_TICK = 2000
 # A queued job is not dispatched again for this long; its run sets the real next time.
 QUEUED_GRACE = timedelta(minutes=10)
+BATCH_GROUP = 4
 RUNNABLE = (Connection.Status.ACTIVE, Connection.Status.APP_CREDENTIALS_BROKEN)
 
 
-def due(now: datetime | None = None) -> list[int]:
-    """Due job ids, interleaved across tenants (each tenant's oldest first), and marked queued."""
+def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
+    """Due jobs as (id, connection id, incremental?), interleaved across tenants (each tenant's
+    oldest first), and marked queued."""
     now = now or timezone.now()
     ranked = (
         SyncJob.objects.filter(enabled=True, next_run_at__lte=now, connection__status__in=RUNNABLE)
@@ -31,10 +33,28 @@ def due(now: datetime | None = None) -> list[int]:
         )
         .filter(rank__lte=PER_TENANT)
         .order_by("rank", "next_run_at")
-        .values_list("pk", flat=True)[:PER_TICK]
+        .values_list("pk", "connection_id", "cursor_is_delta")[:PER_TICK]
     )
-    ids = list(ranked)
-    SyncJob.objects.filter(pk__in=ids).update(
+    rows = list(ranked)
+    SyncJob.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
         state=SyncJob.State.QUEUED, next_run_at=now + QUEUED_GRACE
     )
-    return ids
+    return rows
+
+
+def plan(rows: list[tuple[int, int, bool]]) -> list[list[int]]:
+    """Group the incremental jobs of one connection for a $batch (at most 20 requests, and at
+    most 4 of one mailbox: Outlook runs no more at once); every other job runs alone. The
+    tenants' interleaving is kept: groups come in the order of their first job."""
+    groups: dict[int, list[int]] = {}
+    order: list[list[int]] = []
+    for pk, connection_id, incremental in rows:
+        group = groups.get(connection_id) if incremental else None
+        if group is not None and len(group) < BATCH_GROUP:
+            group.append(pk)
+            continue
+        group = [pk]
+        order.append(group)
+        if incremental:
+            groups[connection_id] = group
+    return order

@@ -26,15 +26,18 @@ from connections.identity import FailureClass
 from graphsync import resources, store
 from graphsync.client import (
     AccessDenied,
+    BatchItem,
     GraphClient,
     GraphError,
     MailboxNotEnabled,
     Meter,
     Page,
+    Plan,
     SyncStateExpired,
+    error_for,
 )
 from graphsync.models import MAILBOX_RESOURCES, SyncJob, SyncRun
-from graphsync.throttle import ThrottleWait, backoff_seconds
+from graphsync.throttle import RETRYABLE_STATUSES, ThrottleWait, backoff_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -82,31 +85,53 @@ def _release(job: SyncJob, worker: str, **fields) -> None:
     )
 
 
+def _skipped(job_id: int) -> Outcome:
+    held = (
+        SyncJob.objects.filter(pk=job_id, enabled=True)
+        .values_list("lease_expires_at", flat=True)
+        .first()
+    )
+    if held is None:
+        return Outcome(None, skipped="disabled or gone")
+    left = max((held - timezone.now()).total_seconds(), 0.0)
+    return Outcome(None, skipped="leased by another worker", lease_left=left)
+
+
+def _open_run(job: SyncJob, trigger: str, worker: str) -> SyncRun:
+    # A run still "running" here belonged to a worker that died: this run carries it on.
+    SyncRun.objects.filter(job=job, outcome=SyncRun.Outcome.RUNNING).update(
+        outcome=SyncRun.Outcome.INTERRUPTED, finished_at=timezone.now()
+    )
+    return SyncRun.objects.create(
+        job=job, tenant_id=job.tenant_id, trigger=trigger, worker=worker[:100]
+    )
+
+
 def run(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, worker: str | None = None) -> Outcome:
     worker = worker or worker_id()
     job = claim(job_id, worker)
     if job is None:
-        held = (
-            SyncJob.objects.filter(pk=job_id, enabled=True)
-            .values_list("lease_expires_at", flat=True)
-            .first()
-        )
-        if held is None:
-            return Outcome(None, skipped="disabled or gone")
-        left = max((held - timezone.now()).total_seconds(), 0.0)
-        return Outcome(None, skipped="leased by another worker", lease_left=left)
-    now = timezone.now()
-    # A run still "running" here belonged to a worker that died: this run carries it on.
-    SyncRun.objects.filter(job=job, outcome=SyncRun.Outcome.RUNNING).update(
-        outcome=SyncRun.Outcome.INTERRUPTED, finished_at=now
-    )
-    run_ = SyncRun.objects.create(
-        job=job, tenant_id=job.tenant_id, trigger=trigger, worker=worker[:100]
-    )
-    meter = Meter()
-    client = GraphClient(job.connection, meter)
+        return _skipped(job_id)
+    run_ = _open_run(job, trigger, worker)
+    client = GraphClient(job.connection, Meter())
     try:
-        _follow(job, run_, client, worker)
+        return _execute(job, run_, client, worker)
+    finally:
+        client.close()
+
+
+def _execute(
+    job: SyncJob,
+    run_: SyncRun,
+    client: GraphClient,
+    worker: str,
+    first: Page | GraphError | None = None,
+) -> Outcome:
+    """Follow the job to the end of its round, and record how it ended on the run and the job.
+    `first` is the first answer when it came from a $batch."""
+    meter = client.meter
+    try:
+        _follow(job, run_, client, worker, first)
     except ThrottleWait as wait:
         seconds = max(wait.seconds, 0.5)
         _finish(
@@ -160,8 +185,6 @@ def run(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, worker: str | None
     except Exception as exc:
         _failed(job, run_, meter, worker, f"{type(exc).__name__}: {exc}", None)
         raise
-    finally:
-        client.close()
     _finish(run_, meter, SyncRun.Outcome.SUCCEEDED, "")
     now = timezone.now()
     _release(
@@ -174,6 +197,70 @@ def run(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, worker: str | None
         next_run_at=now + timedelta(seconds=job.interval_seconds),
     )
     return Outcome(run_)
+
+
+def run_connection(
+    job_ids: list[int], trigger: str = SyncRun.Trigger.SCHEDULE, worker: str | None = None
+) -> list[Outcome]:
+    """Run several jobs of one connection, their first requests sent together in one $batch
+    (an incremental round usually ends there: one HTTP request instead of one per job). A page
+    with more to follow, an item throttled or failed, carries on alone. Outcomes come in the
+    order of `job_ids`."""
+    worker = worker or worker_id()
+    claimed = [job for job in (claim(pk, worker) for pk in job_ids) if job is not None]
+    outcomes = {pk: _skipped(pk) for pk in job_ids if pk not in {job.pk for job in claimed}}
+    if claimed:
+        client = GraphClient(claimed[0].connection, Meter())
+        runs = {job.pk: _open_run(job, trigger, worker) for job in claimed}
+        meters = {job.pk: Meter() for job in claimed}
+        try:
+            firsts = _batch_first_pages(client, claimed, worker, runs, meters)
+            for job in claimed:
+                client.meter = meters[job.pk]
+                outcomes[job.pk] = _execute(job, runs[job.pk], client, worker, firsts.get(job.pk))
+        finally:
+            client.close()
+    return [outcomes[pk] for pk in job_ids]
+
+
+def _batch_first_pages(client, jobs, worker, runs, meters) -> dict[int, Page | GraphError]:
+    """One $batch with each job's next request. Returns the answers to hand to _execute; a
+    throttled item is left out after cooling its scope down, so the job asks again on its own
+    once its own Retry-After has passed."""
+    items, plans = [], []
+    for job in jobs:
+        spec = resources.spec(job.resource)
+        if not job.cursor:
+            _start_round(job, worker)
+            SyncRun.objects.filter(pk=runs[job.pk].pk).update(full_resync=True)
+        url = job.cursor or spec.first_url(job, client.base)
+        cost = spec.cost_next if job.cursor_is_delta else spec.cost_first
+        items.append(BatchItem(str(job.pk), url, spec.headers(job)))
+        plans.append(client.plan(spec.scope, cost))
+    budgets, costs = {}, {}
+    for plan in plans:  # each item counts against its own scopes
+        budgets.update(plan.budgets)
+        for scope, cost in plan.costs.items():
+            costs[scope] = costs.get(scope, 0) + cost
+    answers = client.batch(items, Plan(budgets, costs))
+    firsts: dict[int, Page | GraphError] = {}
+    for job, plan, answer in zip(jobs, plans, answers, strict=True):
+        meters[job.pk].requests += 1
+        if answer.status in RETRYABLE_STATUSES:
+            meters[job.pk].throttled += 1
+            client.throttle.throttled(plan.scopes, _header(answer.headers, "Retry-After"), 1)
+        elif answer.status >= 400:
+            firsts[job.pk] = error_for(answer.status, answer.body, answer.headers)
+        else:
+            firsts[job.pk] = Page.of(answer.body or {})
+    return firsts
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
 
 
 def _failed(job, run_, meter, worker, error: str, retry_in: float | None) -> Outcome:
@@ -218,20 +305,28 @@ def _start_round(job: SyncJob, worker: str, location: str | None = None) -> None
 
 
 def _follow(
-    job: SyncJob, run_: SyncRun, client: GraphClient, worker: str, first: Page | None = None
+    job: SyncJob,
+    run_: SyncRun,
+    client: GraphClient,
+    worker: str,
+    first: Page | GraphError | None = None,
 ) -> None:
     spec = resources.spec(job.resource)
     resynced = False
-    if not job.cursor and first is None:
+    if not job.cursor and first is None and not job.resyncing:
         _start_round(job, worker)
         SyncRun.objects.filter(pk=run_.pk).update(full_resync=True)
-    page = first
+    page = first if isinstance(first, Page) else None
+    failure = first if isinstance(first, GraphError) else None
     ahead: Future[Page] | None = None  # the page after `page`, already on its way
     while True:
         if page is None:
             url = job.cursor or spec.first_url(job, client.base)
             cost = spec.cost_next if job.cursor else spec.cost_first
             try:
+                if failure is not None:  # the $batch's answer for this job
+                    failure, raised = None, failure
+                    raise raised
                 if ahead is not None:  # fetched from job.cursor, which is `url`
                     fetched, ahead = ahead, None
                     page = fetched.result()

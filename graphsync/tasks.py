@@ -10,10 +10,24 @@ from graphsync.models import SyncRun
 
 @shared_task
 def dispatch_due_syncs() -> int:
-    ids = dispatch.due()
-    for job_id in ids:
-        run_job.delay(job_id, SyncRun.Trigger.SCHEDULE)
-    return len(ids)
+    rows = dispatch.due()
+    for group in dispatch.plan(rows):
+        if len(group) == 1:
+            run_job.delay(group[0], SyncRun.Trigger.SCHEDULE)
+        else:
+            run_jobs_batched.delay(group, SyncRun.Trigger.SCHEDULE)
+    return len(rows)
+
+
+@shared_task
+def run_jobs_batched(job_ids: list[int], trigger: str = SyncRun.Trigger.SCHEDULE) -> list[str]:
+    """Incremental runs of one connection's jobs, their first requests in one $batch."""
+    results = []
+    for job_id, outcome in zip(job_ids, engine.run_connection(job_ids, trigger), strict=True):
+        if outcome.retry_in is not None:
+            run_job.apply_async((job_id, SyncRun.Trigger.RETRY), countdown=outcome.retry_in)
+        results.append(outcome.run.outcome if outcome.run else f"skipped: {outcome.skipped}")
+    return results
 
 
 # A job found leased is tried again when the lease runs out, this many times at most.
