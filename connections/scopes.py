@@ -6,6 +6,8 @@ import re
 
 from django.core.exceptions import ValidationError
 
+from connections.clouds import NATIONAL_CLOUDS
+
 # Always requested for a delegated connection: sign-in (openid, profile, email) and a refresh
 # token (offline_access). Microsoft leaves offline_access out of the granted `scope` it returns.
 ALWAYS_REQUESTED = ("openid", "profile", "email", "offline_access")
@@ -46,9 +48,11 @@ def validate_delegated(scopes: list[str], graph_host: str | None = None) -> None
             "AADSTS70011): use either .default alone or a list of named scopes. Found "
             f"{', '.join(default)} together with {', '.join(named)}."
         )
-    resources = {resource_of(s) for s in scopes} - {""}
+    # Every cloud's Graph URI names Microsoft Graph, and so does the app's own (custom) one.
+    graph_uris = {hosts.graph.lower() for hosts in NATIONAL_CLOUDS.values()}
     if graph_host:
-        resources = {"graph" if r == graph_host.lower().rstrip("/") else r for r in resources}
+        graph_uris.add(graph_host.lower().rstrip("/"))
+    resources = {"graph" if r in graph_uris else r for r in map(resource_of, scopes)} - {""}
     if len(resources) > 1:
         errors.append(
             "Scopes of several resources cannot be requested together (AADSTS70011/700022): "

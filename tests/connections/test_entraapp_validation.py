@@ -73,6 +73,19 @@ def test_default_alone_with_openid_scopes_is_fine():
     )
 
 
+def test_a_cloud_graph_uri_and_bare_names_are_one_resource():
+    # Both mean Microsoft Graph; the only fault left is mixing .default with named scopes.
+    messages = errors_of(
+        app(
+            delegated_scopes="https://graph.microsoft.com/.default Mail.Read",
+            cloud="custom",
+            login_base_url="https://login.example",
+            graph_base_url="https://graph.example",
+        )
+    )["delegated_scopes"]
+    assert len(messages) == 1 and "AADSTS70011" in messages[0]
+
+
 def test_scopes_of_two_resources_are_refused():
     messages = errors_of(
         app(delegated_scopes="Mail.Read https://outlook.office.com/IMAP.AccessAsUser.All")

@@ -1,25 +1,29 @@
-"""Run the whole portal for development: Redis, a Celery worker, beat and the web server.
+"""Run the whole portal for development: the Microsoft emulator with demo data, Redis, a Celery
+worker, Celery beat and the web server.
 
 `make run` calls this. Data stays in the database (SQLite by default) and in `var/` between
-runs. Ctrl-C stops everything this command started.
+runs. Ctrl-C (or SIGTERM) stops everything this command started.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from portal.localservices import LocalRedis, reachable
+from portal import demo
+from portal.localservices import LocalRedis, reachable, wait_for_port
+
+EMULATOR_SCENARIO = Path(settings.BASE_DIR) / "emulator" / "scenarios" / "demo.json"
 
 
 def _interrupt(signum, frame):
@@ -27,54 +31,58 @@ def _interrupt(signum, frame):
 
 
 class Command(BaseCommand):
-    help = "Run Redis, a Celery worker, Celery beat and the web server together."
+    help = "Run the emulator, Redis, a Celery worker, Celery beat and the web server together."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--emulator-login-port", type=int, default=5010)
+        parser.add_argument("--emulator-graph-port", type=int, default=5011)
+        parser.add_argument(
+            "--no-emulator", action="store_true", help="do not start the emulator or demo data"
+        )
 
-    def handle(self, *args, port: int, **options):
-        # `kill` (SIGTERM) stops everything too, like Ctrl-C.
+    def handle(self, *args, port: int, no_emulator: bool, **options):
         signal.signal(signal.SIGTERM, _interrupt)
+        if not settings.MICROSOFT_ALLOW_HTTP and not no_emulator:
+            raise CommandError(
+                "MICROSOFT_ALLOW_HTTP: the local emulator speaks http://; set it to true "
+                "(make run does) or pass --no-emulator"
+            )
         call_command("migrate", interactive=False, verbosity=0)
-        password = self.ensure_operator()
-        env = dict(os.environ)
         started: list[tuple[str, subprocess.Popen]] = []
         redis = None
-        if not reachable(settings.REDIS_URL, 6379):
-            redis_port = urlsplit(settings.REDIS_URL).port or 6379
-            redis = LocalRedis(settings.VAR_DIR / "redis", port=redis_port).start()
-            self.stdout.write(f"Redis started on {redis.url}")
         python = sys.executable
-        commands = {
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "worker",
-                "-Q",
-                "tokens,sync,default",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "INFO",
-            ],
-            "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO"],
-            "web": [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-        }
+        env = dict(os.environ)
         try:
+            if not reachable(settings.REDIS_URL, 6379):
+                redis_port = urlsplit(settings.REDIS_URL).port or 6379
+                redis = LocalRedis(settings.VAR_DIR / "redis", port=redis_port).start()
+                self.stdout.write(f"Redis started on {redis.url}")
+            logins = []
+            if not no_emulator:
+                login_url, graph_url = self.start_emulator(options, started, env)
+                logins = demo.load(login_url, graph_url)
+            commands = {
+                "worker": [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "-Q",
+                    "tokens,sync,default",
+                    "--concurrency",
+                    "2",
+                    "--loglevel",
+                    "INFO",
+                ],
+                "beat": [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO"],
+                "web": [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            }
             for name, command in commands.items():
                 started.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
-            base = settings.PORTAL_BASE_URL
-            self.stdout.write(
-                self.style.SUCCESS(
-                    f"\nGraphport is running.\n"
-                    f"  Admin:  {base}/admin/   operator login: operator / {password}\n"
-                    f"  Health: {base}/healthz\n"
-                    "Press Ctrl-C to stop.\n"
-                )
-            )
+            self.welcome(logins, no_emulator)
             self.supervise(started)
         except KeyboardInterrupt:
             self.stdout.write("\nStopping…")
@@ -90,6 +98,64 @@ class Command(BaseCommand):
             if redis:
                 redis.stop()
 
+    def start_emulator(self, options, started, env) -> tuple[str, str]:
+        # The demo's mail and calendar are dated around now (the scenario's fixed base time is
+        # for tests), so a calendar window around today shows them.
+        scenario = json.loads(EMULATOR_SCENARIO.read_text())
+        scenario.pop("base_time", None)
+        path = settings.VAR_DIR / "emulator-scenario.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(scenario))
+        login_port, graph_port = options["emulator_login_port"], options["emulator_graph_port"]
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "emulator",
+                "--scenario",
+                str(path),
+                "--login-port",
+                str(login_port),
+                "--graph-port",
+                str(graph_port),
+            ],
+            env=env,
+            start_new_session=True,
+        )
+        started.append(("emulator", process))
+        wait_for_port(login_port, process, "the emulator")
+        wait_for_port(graph_port, process, "the emulator")
+        return f"http://127.0.0.1:{login_port}", f"http://127.0.0.1:{graph_port}"
+
+    def welcome(self, logins, no_emulator: bool) -> None:
+        base = settings.PORTAL_BASE_URL
+        lines = [
+            "",
+            "Graphport is running.",
+            f"  Portal: {base}/",
+            f"  Admin:  {base}/admin/",
+            f"  Health: {base}/healthz",
+            "",
+        ]
+        if logins:
+            lines.append("Demo logins (kept in var/demo-logins.json):")
+            lines += [
+                f"  {login.username:<15} {login.password:<14} {login.role}" for login in logins
+            ]
+            lines += [
+                "",
+                "Try it: sign in to the portal as megan, press Connect with Microsoft, pick",
+                "Adele Vance on the emulator's sign-in page and press Accept; her mail, calendar,",
+                "contacts and files arrive within seconds. As contoso-admin, open the app in the",
+                "admin to verify its credentials and grant admin consent (directory sync).",
+            ]
+        elif no_emulator:
+            lines.append(
+                "The emulator is off (--no-emulator): register a real Entra app in the admin."
+            )
+        lines.append("Press Ctrl-C to stop.")
+        self.stdout.write(self.style.SUCCESS("\n".join(lines)))
+
     def supervise(self, started) -> None:
         while True:
             for name, process in started:
@@ -97,17 +163,3 @@ class Command(BaseCommand):
                     self.stderr.write(f"{name} exited with code {process.returncode}; stopping.")
                     return
             time.sleep(0.5)
-
-    def ensure_operator(self) -> str:
-        """An operator (superuser) login, created on the first run; its password is kept in
-        var/operator-password so later runs can print it again."""
-        path = settings.VAR_DIR / "operator-password"
-        users = get_user_model().objects
-        if users.filter(is_superuser=True).exists():
-            return path.read_text().strip() if path.exists() else "(the password you set)"
-        password = secrets.token_urlsafe(12)
-        users.create_superuser("operator", "operator@example.com", password)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(password + "\n")
-        path.chmod(0o600)
-        return password
