@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 from pathlib import Path
 
-from emulator import server
+from emulator import persistence, server
 from emulator.runtime import Emulator
 
 DEMO = Path(__file__).parent / "scenarios" / "demo.json"
@@ -25,12 +26,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--graph-port", type=int, default=5011, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--ready-file", type=Path, help="write the two base URLs here as JSON")
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        help="keep grants and tokens here across restarts (loaded at start, saved every "
+        "30 s and at exit)",
+    )
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     spec = json.loads(args.scenario.read_text())
     emu = Emulator(spec)
+    if args.state_file and persistence.load(emu, args.state_file):
+        print(f"emulator: grants and tokens restored from {args.state_file}", flush=True)
     runners, login, graph = await server.start(emu, args.host, args.login_port, args.graph_port)
     if args.ready_file:
         args.ready_file.write_text(json.dumps({"login": login, "graph": graph}))
@@ -39,7 +48,11 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=30)
+        if args.state_file:
+            persistence.save(emu, args.state_file)
     for runner in runners:
         await runner.cleanup()
 
