@@ -310,9 +310,13 @@ class AppCertificate(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     verification_ok = models.BooleanField(null=True)
     verification_detail = models.TextField(blank=True)
+    warned_days = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.description or 'certificate'} ({self.thumbprint_sha1[:8]}…)"
+
+    def days_left(self, today: date | None = None) -> int:
+        return (self.expires_on - (today or timezone.localdate())).days

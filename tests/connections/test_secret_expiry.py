@@ -43,3 +43,21 @@ def test_expired_and_far_secrets_are_left_alone(acme):
     ClientSecret.objects.filter(pk=acme.secret.pk).update(expires_on=today - timedelta(days=1))
     assert warn_expiring_secrets(today) == 0
     assert mail.outbox == []
+
+
+def test_certificates_are_warned_about_too(acme):
+    from connections.models import AppCertificate
+
+    today = timezone.localdate()
+    AppCertificate.objects.create(
+        app=acme.app,
+        certificate_pem="-",
+        private_key="-",
+        thumbprint_sha256="x",
+        thumbprint_sha1="ABCDEF0123456789",
+        expires_on=today + timedelta(days=6),
+    )
+    ClientSecret.objects.filter(pk=acme.secret.pk).update(expires_on=today + timedelta(days=300))
+    assert warn_expiring_secrets(today) == 1
+    assert "certificate ABCDEF01" in mail.outbox[0].body
+    assert warn_expiring_secrets(today) == 0
