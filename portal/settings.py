@@ -160,7 +160,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6's default, opted into now
 
 # Security headers and cookies. Outside DEBUG the cookies are HTTPS-only when the portal is
 # served over HTTPS, and HSTS is on; behind a TLS-terminating proxy set USE_X_FORWARDED_PROTO.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import models
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -129,6 +130,11 @@ class EntraAppAdmin(TenantScopedAdmin):
         ),
         ("Microsoft endpoints", {"fields": ["endpoints"], "classes": ["collapse"]}),
     ]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if isinstance(db_field, models.URLField):
+            kwargs["assume_scheme"] = "https"  # a URL typed without a scheme means https
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_list_filter(self, request):
         filters = list(super().get_list_filter(request))

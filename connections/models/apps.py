@@ -257,14 +257,10 @@ class EntraApp(models.Model):
         )
 
 
-class ClientSecret(models.Model):
-    app = models.ForeignKey(EntraApp, on_delete=models.CASCADE, related_name="secrets")
-    description = models.CharField(max_length=100, blank=True)
-    value = EncryptedTextField()
-    hint = models.CharField(
-        max_length=3, blank=True, help_text="The first characters, as the Azure portal shows."
-    )
-    expires_on = models.DateField(help_text="As shown in the Azure portal's Expires column.")
+class Credential(models.Model):
+    """What client secrets and certificates share: an expiry, the last verification, and the
+    expiry warnings already sent."""
+
     created_at = models.DateTimeField(default=timezone.now)
     verified_at = models.DateTimeField(null=True, blank=True)
     verification_ok = models.BooleanField(null=True)
@@ -273,14 +269,25 @@ class ClientSecret(models.Model):
     warned_days = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
+
+    def days_left(self, today: date | None = None) -> int:
+        return (self.expires_on - (today or timezone.localdate())).days
+
+
+class ClientSecret(Credential):
+    app = models.ForeignKey(EntraApp, on_delete=models.CASCADE, related_name="secrets")
+    description = models.CharField(max_length=100, blank=True)
+    value = EncryptedTextField()
+    hint = models.CharField(
+        max_length=3, blank=True, help_text="The first characters, as the Azure portal shows."
+    )
+    expires_on = models.DateField(help_text="As shown in the Azure portal's Expires column.")
 
     def __str__(self) -> str:
         label = self.description or "client secret"
         return f"{label} ({self.hint}…, expires {self.expires_on:%Y-%m-%d})"
-
-    def days_left(self, today: date | None = None) -> int:
-        return (self.expires_on - (today or timezone.localdate())).days
 
     @property
     def expiry_state(self) -> str:
@@ -292,7 +299,7 @@ class ClientSecret(models.Model):
         return "fine"
 
 
-class AppCertificate(models.Model):
+class AppCertificate(Credential):
     """A certificate credential: Microsoft recommends it over client secrets. The public part is
     uploaded in the Azure portal; Graphport keeps the private key (encrypted) and signs a
     `client_assertion` with it."""
@@ -306,17 +313,6 @@ class AppCertificate(models.Model):
         "Thumbprint (as the Azure portal shows it)", max_length=40, editable=False
     )
     expires_on = models.DateField(editable=False)
-    created_at = models.DateTimeField(default=timezone.now)
-    verified_at = models.DateTimeField(null=True, blank=True)
-    verification_ok = models.BooleanField(null=True)
-    verification_detail = models.TextField(blank=True)
-    warned_days = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.description or 'certificate'} ({self.thumbprint_sha1[:8]}…)"
-
-    def days_left(self, today: date | None = None) -> int:
-        return (self.expires_on - (today or timezone.localdate())).days
