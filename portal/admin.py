@@ -23,14 +23,14 @@ class GraphportAdminSite(admin.AdminSite):
             context["dashboard_charts"] = [
                 (
                     "Items synced",
-                    sum(board.synced),
+                    f"{sum(board.synced):,}",
                     charts.hourly_bar_chart(
                         board.hours, board.synced, title="Items synced per hour", unit="items"
                     ),
                 ),
                 (
                     "Throttled responses",
-                    sum(board.throttled),
+                    f"{sum(board.throttled):,}",
                     charts.hourly_bar_chart(
                         board.hours,
                         board.throttled,

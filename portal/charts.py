@@ -18,7 +18,7 @@ from html import escape
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT = 460, 160
+WIDTH, HEIGHT = 340, 140
 LEFT, RIGHT, TOP, BOTTOM = 44, 16, 10, 22  # room for the axis labels
 BAR_COLOUR = "#417690"  # the admin's --secondary
 TEXT_COLOUR = "#666"  # the admin's --body-quiet-color
@@ -104,7 +104,8 @@ def hourly_bar_chart(
     """One bar per hour, labelled in the portal's time zone; a tick every six hours."""
     local = [timezone.localtime(hour) for hour in hours]
     labels = [
-        f"{start:%H:%M}–{start + timedelta(hours=1):%H:%M} {start:%Z}".strip() for start in local
+        f"{start:%H:%M}\N{EN DASH}{start + timedelta(hours=1):%H:%M} {start:%Z}".strip()
+        for start in local
     ]
     last = len(local) - 1
     ticks = [f"{start:%H:%M}" if (last - i) % 6 == 0 else "" for i, start in enumerate(local)]

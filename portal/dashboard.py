@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.db.models import Case, Count, F, IntegerField, Max, Q, Sum, Value, When
@@ -65,8 +64,14 @@ class AppProblem:
 @dataclass(frozen=True)
 class ErrorSource:
     count: int
-    label: str  # "sync jobs", "connections", "failed runs"
+    noun: str  # "sync job", "connection", "failed run"
     url: str
+    suffix: str = ""
+
+    @property
+    def label(self) -> str:
+        plural = "" if self.count == 1 else "s"
+        return f"{self.count} {self.noun}{plural}{self.suffix}"
 
 
 @dataclass
@@ -111,7 +116,7 @@ def gather(tenant: Tenant | None, now: datetime | None = None) -> Dashboard:
     """The figures of one tenant, or of every tenant when `tenant` is None: seven queries."""
     now = now or timezone.now()
     # Whole UTC hours, the current (partial) one last.
-    last_hour = now.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+    last_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     hours = [last_hour - timedelta(hours=HOURS - 1 - i) for i in range(HOURS)]
     since = hours[0]
     apps, more_apps = _app_problems(tenant, timezone.localdate(now))
@@ -263,7 +268,7 @@ def _hourly(tenant: Tenant | None, hours: list[datetime]) -> tuple[list[int], li
     hour each run started in."""
     rows = (
         _scoped(SyncRun.objects.filter(started_at__gte=hours[0]), tenant)
-        .annotate(hour=TruncHour("started_at", tzinfo=dt_timezone.utc))
+        .annotate(hour=TruncHour("started_at", tzinfo=UTC))
         .values("hour")
         .annotate(
             throttled=Sum("throttled"),
@@ -303,20 +308,20 @@ def _errors(tenant: Tenant | None, since: datetime) -> list[ErrorLine]:
     )
     lines: dict[str, ErrorLine] = {}
 
-    def add(rows: Iterable[dict], label: str, url_for) -> None:
+    def add(rows: Iterable[dict], noun: str, url_for, suffix: str = "") -> None:
         for row in rows:
             line = lines.setdefault(row["text"], ErrorLine(row["text"], False))
             line.truncated = line.truncated or row["length"] > ERROR_PREFIX
-            line.sources.append(ErrorSource(row["n"], label, url_for(row["text"])))
+            line.sources.append(ErrorSource(row["n"], noun, url_for(row["text"]), suffix))
 
     add(
         jobs,
-        "sync jobs",
+        "sync job",
         lambda text: _changelist("graphsync_syncjob", last_error__startswith=text),
     )
     add(
         connections,
-        "connections",
+        "connection",
         lambda text: _changelist(
             "connections_connection",
             status__in=",".join(ERROR_STATUSES),
@@ -325,13 +330,14 @@ def _errors(tenant: Tenant | None, since: datetime) -> list[ErrorLine]:
     )
     add(
         runs,
-        f"failed runs in {HOURS} h",
+        "failed run",
         lambda text: _changelist(
             "graphsync_syncrun",
             outcome__exact=SyncRun.Outcome.FAILED,
             started_at__gte=since.isoformat(),
             error__startswith=text,
         ),
+        f" in {HOURS} h",
     )
     ranked = sorted(lines.values(), key=lambda line: (-line.count, line.text))
     return ranked[:TOP_ERRORS]

@@ -279,10 +279,7 @@ def test_most_frequent_errors_come_first_and_merge_their_sources(operator, troub
     board = dashboard.for_user(operator)
     first = board.errors[0]
     assert first.text == ACME_ERROR
-    assert [(s.count, s.label) for s in first.sources] == [
-        (1, "sync jobs"),
-        (2, "failed runs in 24 h"),
-    ]
+    assert [s.label for s in first.sources] == ["1 sync job", "2 failed runs in 24 h"]
     assert len(board.errors) == 4
 
 
@@ -316,19 +313,19 @@ def test_error_links_list_the_rows_behind_them(client, operator, acme, trouble):
     client.force_login(operator)
     board = dashboard.for_user(operator)
     sources = {
-        (line.text, source.label): source.url for line in board.errors for source in line.sources
+        (line.text, source.noun): source.url for line in board.errors for source in line.sources
     }
-    assert linked_rows(client, sources[(ACME_ERROR, "sync jobs")], "graphsync_syncjob") == {
+    assert linked_rows(client, sources[(ACME_ERROR, "sync job")], "graphsync_syncjob") == {
         trouble["acme_job"].pk
     }
     assert other_job.pk not in linked_rows(
-        client, sources[(GLOBEX_ERROR, "sync jobs")], "graphsync_syncjob"
+        client, sources[(GLOBEX_ERROR, "sync job")], "graphsync_syncjob"
     )
     assert linked_rows(
-        client, sources[(ACME_ERROR, "failed runs in 24 h")], "graphsync_syncrun"
+        client, sources[(ACME_ERROR, "failed run")], "graphsync_syncrun"
     ) == {trouble["acme_failed"].pk}  # not the run of 30 hours ago, nor the good one
     assert linked_rows(
-        client, sources[(GLOBEX_REASON, "connections")], "connections_connection"
+        client, sources[(GLOBEX_REASON, "connection")], "connections_connection"
     ) == {Connection.objects.get(app__tenant__name="Globex").pk}
 
 
