@@ -38,13 +38,8 @@ def make_job(world, folder="inbox", connection=None, **fields):
 
 
 def make_run(job, hours_ago: float = 0, **fields):
-    return SyncRun.objects.create(
-        job=job,
-        tenant_id=job.tenant_id,
-        trigger="schedule",
-        started_at=timezone.now() - timedelta(hours=hours_ago),
-        **fields,
-    )
+    fields.setdefault("started_at", timezone.now() - timedelta(hours=hours_ago))
+    return SyncRun.objects.create(job=job, tenant_id=job.tenant_id, trigger="schedule", **fields)
 
 
 @pytest.fixture
@@ -234,13 +229,16 @@ def test_charts_are_well_formed_svg_with_24_bars(client, operator, trouble):
 
 def test_runs_land_in_the_hour_they_started(acme):
     job = make_job(acme)
+    now = timezone.now()  # one clock for the runs and the buckets: no hour may turn in between
     for hours_ago in range(24):
-        make_run(job, hours_ago, created=hours_ago + 1, throttled=1)
-    make_run(job, 24.5, created=1000)  # before the window
-    board = dashboard.gather(acme.tenant)
+        make_run(
+            job, started_at=now - timedelta(hours=hours_ago), created=hours_ago + 1, throttled=1
+        )
+    make_run(job, started_at=now - timedelta(hours=24, minutes=30), created=1000)  # too old
+    board = dashboard.gather(acme.tenant, now=now)
     assert board.synced == [24 - i for i in range(24)]
     assert board.throttled == [1] * 24
-    assert board.hours[-1] <= timezone.now() < board.hours[-1] + timedelta(hours=1)
+    assert board.hours[-1] <= now < board.hours[-1] + timedelta(hours=1)
 
 
 def test_chart_text_is_escaped_and_stays_xml():
@@ -306,27 +304,23 @@ def linked_rows(client, url: str, model: str) -> set[int]:
     return {int(pk) for pk in re.findall(pattern, response.text)}
 
 
-def test_error_links_list_the_rows_behind_them(client, operator, acme, trouble):
-    other_job = make_job(
-        acme, folder="sentitems", state=SyncJob.State.FAILING, last_error="Something else"
-    )
+def test_error_links_list_the_rows_behind_them(client, operator, acme, globex, trouble):
+    make_job(acme, folder="sentitems", state=SyncJob.State.FAILING, last_error="Something else")
     client.force_login(operator)
-    board = dashboard.for_user(operator)
-    sources = {
-        (line.text, source.noun): source.url for line in board.errors for source in line.sources
+    links = {
+        (line.text, source.noun): source.url
+        for line in dashboard.for_user(operator).errors
+        for source in line.sources
     }
-    assert linked_rows(client, sources[(ACME_ERROR, "sync job")], "graphsync_syncjob") == {
-        trouble["acme_job"].pk
-    }
-    assert other_job.pk not in linked_rows(
-        client, sources[(GLOBEX_ERROR, "sync job")], "graphsync_syncjob"
-    )
-    assert linked_rows(
-        client, sources[(ACME_ERROR, "failed run")], "graphsync_syncrun"
-    ) == {trouble["acme_failed"].pk}  # not the run of 30 hours ago, nor the good one
-    assert linked_rows(
-        client, sources[(GLOBEX_REASON, "connection")], "connections_connection"
-    ) == {Connection.objects.get(app__tenant__name="Globex").pk}
+
+    def rows(text, noun, model):
+        return linked_rows(client, links[(text, noun)], model)
+
+    assert rows(ACME_ERROR, "sync job", "graphsync_syncjob") == {trouble["acme_job"].pk}
+    assert rows(GLOBEX_ERROR, "sync job", "graphsync_syncjob") == {trouble["globex_job"].pk}
+    # The failed run of the last 24 hours: not the one of 30 hours ago, nor the good one.
+    assert rows(ACME_ERROR, "failed run", "graphsync_syncrun") == {trouble["acme_failed"].pk}
+    assert rows(GLOBEX_REASON, "connection", "connections_connection") == {globex.connection.pk}
 
 
 def test_error_links_work_for_a_tenant_admin(client, acme, trouble):
