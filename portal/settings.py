@@ -106,7 +106,7 @@ DEFAULT_FROM_EMAIL = read_str("DEFAULT_FROM_EMAIL", default="Graphport <graphpor
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "portal.apps.PortalAdminConfig",  # django.contrib.admin with portal.admin's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
