@@ -32,6 +32,7 @@ from portal import encryption
 logger = logging.getLogger(__name__)
 
 REFRESH_AHEAD = timedelta(minutes=5)
+STILL_VALID_MARGIN = timedelta(seconds=60)
 KEEPALIVE_AFTER = timedelta(days=14)  # well inside Microsoft's 90 days of inactivity
 LOCK_LEASE_SECONDS = 3 * settings.MICROSOFT_HTTP_TIMEOUT  # longer than any token request
 LOCK_WAIT_SECONDS = 2 * settings.MICROSOFT_HTTP_TIMEOUT
@@ -113,10 +114,29 @@ def needs_keepalive(connection: Connection, now: datetime | None = None) -> bool
 def access_token(connection_id: int) -> str:
     """A valid access token for the connection, refreshed first when it expires soon."""
     connection = Connection.objects.select_related("app").get(pk=connection_id)
-    _check_usable(connection)
-    if is_fresh(connection):
+    # While the app's credentials are broken its refreshes pause, but a token Microsoft issued
+    # earlier stays good until it expires.
+    usable = is_fresh(connection) or (_paused(connection) and _still_valid(connection))
+    if usable and connection.status in LIVE_STATUSES:
         return connection.access_token
+    _check_usable(connection)
     return refresh(connection_id).access_token
+
+
+def _paused(connection: Connection) -> bool:
+    return (
+        connection.status == Connection.Status.APP_CREDENTIALS_BROKEN
+        or connection.app.credentials_status == EntraApp.CredentialStatus.BROKEN
+    )
+
+
+def _still_valid(connection: Connection) -> bool:
+    expires = connection.access_token_expires_at
+    return (
+        bool(connection.access_token)
+        and expires is not None
+        and expires - timezone.now() > (STILL_VALID_MARGIN)
+    )
 
 
 def _check_usable(connection: Connection) -> None:
@@ -124,10 +144,7 @@ def _check_usable(connection: Connection) -> None:
         raise ReconnectNeeded(connection.status_reason or "The user must reconnect.")
     if connection.status in (Connection.Status.DISABLED, Connection.Status.REVOKED):
         raise TokenUnavailable(f"The connection is {connection.get_status_display().lower()}.")
-    if (
-        connection.status == Connection.Status.APP_CREDENTIALS_BROKEN
-        or connection.app.credentials_status == EntraApp.CredentialStatus.BROKEN
-    ):
+    if _paused(connection):
         # Refreshes for the app pause until its credentials are fixed and verified.
         raise AppCredentialsBroken(
             connection.status_reason

@@ -201,3 +201,18 @@ def test_app_only_connections_get_a_new_client_credentials_token(client, microso
     assert token != app_only.access_token
     assert microsoft.control.introspect(token)["tenant_id"] == MS_TENANT
     assert microsoft.control.token_request_count(MS_CLIENT_ID, "client_credentials") == 2
+
+
+def test_a_paused_app_still_hands_out_tokens_that_are_valid(microsoft, contoso, adele):
+    EntraApp.objects.filter(pk=contoso.app.pk).update(
+        credentials_status=EntraApp.CredentialStatus.BROKEN
+    )
+    Connection.objects.filter(pk=adele.pk).update(
+        status=Connection.Status.APP_CREDENTIALS_BROKEN,
+        access_token_expires_at=timezone.now() + timedelta(minutes=3),
+    )
+    assert tokens.access_token(adele.pk) == adele.access_token  # still good for 3 minutes
+    expire_soon(adele, minutes=0.5)
+    with pytest.raises(tokens.AppCredentialsBroken):
+        tokens.access_token(adele.pk)
+    assert refreshes(microsoft) == 0
