@@ -63,8 +63,9 @@ def database_url_for_subprocesses() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real Celery worker process on the test database and the test Redis."""
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory, live_server):
+    """A real Celery worker process on the test database and the test Redis. Its portal is the
+    live server, so the webhook URLs it gives Microsoft reach this test process."""
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     env = dict(
         os.environ,
@@ -73,6 +74,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         # short job lease so a killed worker's run is resumed within seconds.
         GRAPH_BUDGETS_JSON=json.dumps({"mailbox": WORKER_MAILBOX_BUDGET}),
         GRAPH_JOB_LEASE_SECONDS=str(WORKER_JOB_LEASE_SECONDS),
+        PORTAL_BASE_URL=live_server.url,
     )
     with log.open("wb") as out:
         process = subprocess.Popen(
