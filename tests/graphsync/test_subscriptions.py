@@ -92,9 +92,9 @@ def test_beat_subscribes_every_watchable_job_only_when_the_portal_can_receive(
     portal, settings, adele
 ):
     watchable = set(
-        SyncJob.objects.filter(connection=adele).exclude(resource=Resource.PROFILE).values_list(
-            "pk", flat=True
-        )
+        SyncJob.objects.filter(connection=adele)
+        .exclude(resource=Resource.PROFILE)
+        .values_list("pk", flat=True)
     )
     assert set(subscriptions.due()) == watchable
     settings.PORTAL_BASE_URL = "http://portal.example"
@@ -195,9 +195,7 @@ def test_admin_lists_subscriptions_and_renews_now(client, portal, microsoft, con
     assert sub.client_state not in detail.content.decode()
 
     time.sleep(0.01)
-    response = client.post(
-        url, {"action": "renew_now", "_selected_action": [sub.pk]}, follow=True
-    )
+    response = client.post(url, {"action": "renew_now", "_selected_action": [sub.pk]}, follow=True)
     assert "renewed: 1" in response.content.decode()
     assert Subscription.objects.get(pk=sub.pk).renewed_at > before
 
