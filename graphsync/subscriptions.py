@@ -232,6 +232,8 @@ def _create(job: SyncJob, sub: Subscription | None) -> str:
         return _failed(job, sub, target_, exc)
     finally:
         client.close()
+    # Accepted race: a notification arriving between Microsoft's answer and this write finds no
+    # row and is dropped; its change is picked up by the next notification or poll.
     now = timezone.now()
     fields = {
         "tenant_id": job.tenant_id,
