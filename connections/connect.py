@@ -368,6 +368,8 @@ def _complete_admin_consent(
 
 def disconnect(connection: Connection, user) -> None:
     """Delete the tokens (no ciphertext is left), keep the row and its history."""
+    # First, so that what was set up at Microsoft with these tokens can still be taken down.
+    signals.disconnecting.send(sender=Connection, connection=connection)
     with transaction.atomic():
         Connection.objects.filter(pk=connection.pk).update(
             access_token=None,

@@ -46,6 +46,15 @@ SEGMENTS = {
     "users": "Users",
     "groups": "Groups",
 }
+# The change types Graph accepts per family. A driveItem is only ever "updated" (a new or
+# deleted file shows as an update of the root), and users and groups have no "created": a new
+# user or group comes as "updated".
+CHANGE_TYPES = {
+    "drive": {"updated"},
+    "users": {"updated", "deleted"},
+    "groups": {"updated", "deleted"},
+}
+ALL_CHANGE_TYPES = {"created", "updated", "deleted"}
 FOLDER = re.compile(r"^mailfolders(?:\('([^']+)'\)|/([^/]+))/messages$")
 
 
@@ -218,7 +227,7 @@ class Subscriptions:
         if state is not None and len(state) > 128:
             raise bad_request("clientState must be at most 128 characters.", "InvalidRequest")
         change_types = [c.strip() for c in body["changeType"].split(",")]
-        if not set(change_types) <= {"created", "updated", "deleted"}:
+        if not set(change_types) <= CHANGE_TYPES.get(family, ALL_CHANGE_TYPES):
             raise bad_request(f"Invalid changeType '{body['changeType']}'.", "InvalidRequest")
         if not body["notificationUrl"].lower().startswith(("https://", "http://")):
             raise bad_request("notificationUrl must be an http(s) URL.", "InvalidRequest")
@@ -262,12 +271,15 @@ class Subscriptions:
     ) -> None:
         now = time.time()
         for sub in list(self.items.values()):
-            if sub.expires_at < now or change_type not in sub.change_types:
+            seen_as = change_type
+            if sub.family == "drive" or (sub.family in CHANGE_TYPES and change_type == "created"):
+                seen_as = "updated"
+            if sub.expires_at < now or seen_as not in sub.change_types:
                 continue
             if coll.key == sub.key_prefix or (
                 sub.key_prefix.endswith(":") and coll.key.startswith(sub.key_prefix)
             ):
-                self.spawn(self.deliver(sub, change_type, item_id, item))
+                self.spawn(self.deliver(sub, seen_as, item_id, item))
 
     def spawn(self, coro: Any) -> None:
         try:

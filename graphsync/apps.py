@@ -10,4 +10,7 @@ class GraphsyncConfig(AppConfig):
         from graphsync import receivers
 
         signals.connected.connect(receivers.start_syncing, dispatch_uid="graphsync-connected")
+        signals.disconnecting.connect(
+            receivers.drop_subscriptions, dispatch_uid="graphsync-disconnecting"
+        )
         signals.disconnected.connect(receivers.stop_syncing, dispatch_uid="graphsync-disconnected")

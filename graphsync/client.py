@@ -204,6 +204,22 @@ class GraphClient:
             costs={scope: cost, app_scope: 1},
         )
 
+    def subscription_plan(self) -> Plan:
+        """Subscription writes have budgets of their own (reference §7): 500 per 20 s per app +
+        tenant, 2,000 per 20 s per app; each also counts against the app's overall budget."""
+        client_id = self.app.client_id
+        tenant = Scope("tenant-subscriptions", client_id, self.connection.ms_tenant_id)
+        writes = Scope("app-subscriptions", client_id, "all")
+        app_scope = Scope.app(client_id)
+        return Plan(
+            budgets={
+                tenant: budget("subscriptions"),
+                writes: budget("subscriptions_app"),
+                app_scope: budget("app"),
+            },
+            costs={tenant: 1, writes: 1, app_scope: 1},
+        )
+
     # --- tokens -------------------------------------------------------------------------------
 
     def token(self, renew: bool = False) -> str:
@@ -259,12 +275,13 @@ class GraphClient:
         plan: Plan,
         headers: dict[str, str] | None = None,
         body: Any = None,
+        attempts: int = MAX_ATTEMPTS,
     ) -> Any:
         if not url.startswith("http"):
             url = self.base + url
         max_sleep = settings.GRAPH_MAX_SLEEP_SECONDS
         renewed = False
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             with self.throttle.slot(
                 plan.budgets, cost=plan.costs or 1, max_sleep=max_sleep
             ) as grant:
@@ -280,7 +297,7 @@ class GraphClient:
                     )
                 except requests.RequestException as exc:
                     self.meter.requests += 1
-                    if attempt == MAX_ATTEMPTS:
+                    if attempt == attempts:
                         raise TransientGraphError(0, "network", str(exc)) from exc
                     self._pause(plan, None, attempt, max_sleep)
                     continue
@@ -288,7 +305,7 @@ class GraphClient:
             status = response.status_code
             if status in throttle.RETRYABLE_STATUSES:
                 self.meter.throttled += 1
-                if attempt == MAX_ATTEMPTS:
+                if attempt == attempts:
                     raise error_for(status, _json(response), dict(response.headers))
                 self._pause(plan, response.headers.get("Retry-After"), attempt, max_sleep)
                 continue

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from connections import tokens
 from connections.identity import FailureClass
-from graphsync import resources, store
+from graphsync import resources, store, subscriptions
 from graphsync.client import (
     AccessDenied,
     BatchItem,
@@ -194,7 +194,7 @@ def _execute(
         failure_streak=0,
         last_error="",
         last_success_at=now,
-        next_run_at=now + timedelta(seconds=job.interval_seconds),
+        next_run_at=now + timedelta(seconds=subscriptions.poll_interval(job)),
     )
     return Outcome(run_)
 

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from connections.models import Connection, Tenant
+from portal.encryption import EncryptedTextField
 
 
 class Resource(models.TextChoices):
@@ -170,3 +171,38 @@ class Record(models.Model):
 
     def __str__(self) -> str:
         return self.title or self.graph_id
+
+
+class Subscription(models.Model):
+    """A Graph change-notification subscription for one job, so changes arrive as they happen
+    instead of at the next poll (graphsync.subscriptions keeps it alive)."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        FAILED = "failed", "Failed (retried by beat)"
+        REMOVED = "removed", "Removed by Microsoft (recreated by beat)"
+
+    job = models.OneToOneField(SyncJob, on_delete=models.CASCADE, related_name="subscription")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # Empty until Microsoft has created it; NULL keeps the unique index free of blanks.
+    graph_id = models.CharField(max_length=100, unique=True, null=True, blank=True)
+    resource = models.CharField(max_length=300)
+    change_types = models.CharField(max_length=50)
+    client_state = EncryptedTextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_notification_at = models.DateTimeField(null=True, blank=True)
+    notification_count = models.PositiveIntegerField(default=0)
+    lifecycle_count = models.PositiveIntegerField(default=0)
+    last_lifecycle_event = models.CharField(max_length=30, blank=True)
+    failure_streak = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    renewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["expires_at"]
+
+    def __str__(self) -> str:
+        return f"Subscription to {self.resource} ({self.get_status_display()})"

@@ -197,6 +197,9 @@ GRAPH_BUDGETS = {
     "directory": {"max_in_flight": None, "limit": 3_500, "window": 10},
     "drive": {"max_in_flight": None, "limit": 1_200, "window": 60},
     "app": {"max_in_flight": None, "limit": 130_000, "window": 10},
+    # Subscription writes (create, renew, delete): per app + tenant, and per app.
+    "subscriptions": {"max_in_flight": None, "limit": 500, "window": 20},
+    "subscriptions_app": {"max_in_flight": None, "limit": 2_000, "window": 20},
 }
 for _kind, _override in read_json("GRAPH_BUDGETS_JSON").items():
     if _kind not in GRAPH_BUDGETS or not isinstance(_override, dict):
@@ -208,6 +211,16 @@ GRAPH_MAX_SLEEP_SECONDS = 3.0
 # The lease a sync run holds on its job; renewed with every page.
 GRAPH_JOB_LEASE_SECONDS = read_int("GRAPH_JOB_LEASE_SECONDS", default=120)
 GRAPH_MAIL_FOLDERS = ("inbox", "sentitems")
+# Change notifications (graphsync.subscriptions). Beat renews a subscription once it expires
+# within the margin: a day, so a beat outage or a failing renewal has many ticks to recover in
+# before a seven-day Outlook subscription lapses.
+GRAPH_SUBSCRIPTION_RENEW_MARGIN_SECONDS = 24 * 3600
+# With a working subscription a job still polls, this rarely, in case a notification was lost.
+GRAPH_SAFETY_POLL_SECONDS = 6 * 3600
+# Notifications for one job within this window start one run (Graph sends them in bursts).
+GRAPH_NOTIFICATION_DELAY_SECONDS = 1.0
+# The largest notification body accepted; Graph's batches are far smaller.
+GRAPH_NOTIFICATION_MAX_BYTES = 1024 * 1024
 # A new connection's jobs are enqueued at once (tests that do not sync turn this off).
 GRAPHSYNC_START_ON_CONNECT = True
 

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from connections.views import home
+from graphsync import webhooks
 from portal import views
 
 urlpatterns = [
@@ -11,4 +12,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("connections/", include("connections.urls")),
     path("sync/", include("graphsync.urls")),
+    # Microsoft Graph's webhooks (graphsync.subscriptions builds these URLs).
+    path("graph/notifications/", webhooks.changes, name="graph-notifications"),
+    path("graph/lifecycle/", webhooks.lifecycle, name="graph-lifecycle"),
 ]

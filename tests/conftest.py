@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,16 @@ from tests.personas import make_tenant_world, make_user
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_MAILBOX_BUDGET = {"max_in_flight": 4, "limit": 40, "window": 5}
 WORKER_JOB_LEASE_SECONDS = 8
+
+
+def pytest_configure(config):
+    """Fix the live server's address up front (pytest-django reads this variable), so a worker
+    started before the live server already knows where the portal's webhooks are."""
+    if not config.getvalue("liveserver") and "DJANGO_LIVE_TEST_SERVER_ADDRESS" not in os.environ:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        os.environ["DJANGO_LIVE_TEST_SERVER_ADDRESS"] = f"localhost:{port}"
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +75,8 @@ def database_url_for_subprocesses() -> str:
 
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real Celery worker process on the test database and the test Redis."""
+    """A real Celery worker process on the test database and the test Redis. Its portal is the
+    live server's address, so the webhook URLs it gives Microsoft reach this test process."""
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     env = dict(
         os.environ,
@@ -73,6 +85,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         # short job lease so a killed worker's run is resumed within seconds.
         GRAPH_BUDGETS_JSON=json.dumps({"mailbox": WORKER_MAILBOX_BUDGET}),
         GRAPH_JOB_LEASE_SECONDS=str(WORKER_JOB_LEASE_SECONDS),
+        PORTAL_BASE_URL=f"http://{os.environ['DJANGO_LIVE_TEST_SERVER_ADDRESS']}",
     )
     with log.open("wb") as out:
         process = subprocess.Popen(

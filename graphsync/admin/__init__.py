@@ -3,4 +3,4 @@ model. Records and runs are history: read-only for everyone. Jobs come from conn
 (graphsync.jobs) and are never added or deleted here; operators change their schedule and switch
 them on and off."""
 
-from graphsync.admin import jobs, records, runs  # noqa: F401 (registrations)
+from graphsync.admin import jobs, records, runs, subscriptions  # noqa: F401 (registrations)

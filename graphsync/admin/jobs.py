@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from connections.admin.badges import badge
-from graphsync import jobs
+from graphsync import jobs, subscriptions
 from graphsync.admin.common import TenantFilterForOperators, changelist_link, short
 from graphsync.admin.runs import RecentRunsInline
 from graphsync.models import SyncJob
@@ -16,6 +16,14 @@ STATE_TONES = {
     SyncJob.State.WAITING: "warn",
     SyncJob.State.FAILING: "bad",
 }
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 class SyncJobForm(forms.ModelForm):
@@ -67,6 +75,7 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
                     "enabled",
                     "disabled_reason",
                     "interval_seconds",
+                    "polling",
                     "options",
                     "next_run_at",
                     "cooldown_until",
@@ -100,6 +109,7 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
         "folder",
         "synced",
         "disabled_reason",
+        "polling",
         "next_run_at",
         "cooldown_until",
         "state",
@@ -146,6 +156,13 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
     @admin.display(description="Last error")
     def short_error(self, obj: SyncJob) -> str:
         return short(obj.last_error or obj.disabled_reason)
+
+    @admin.display(description="Polling")
+    def polling(self, obj: SyncJob) -> str:
+        seconds = subscriptions.poll_interval(obj)
+        if seconds == obj.interval_seconds:
+            return f"every {_duration(seconds)}"
+        return f"every {_duration(seconds)}: change notifications report the rest"
 
     @admin.display(description="Cursor")
     def cursor_preview(self, obj: SyncJob) -> str:

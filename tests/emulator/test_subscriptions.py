@@ -105,3 +105,14 @@ def test_lifecycle_events_go_to_the_lifecycle_url(emulator, token, receiver):
     ]
     assert events == ["reauthorizationRequired", "missed", "subscriptionRemoved"]
     assert emulator.control.subscriptions()["subscriptions"] == []
+
+
+def test_drive_subscriptions_take_and_send_updated_only(emulator, token, receiver):
+    resource = {"resource": "me/drive/root"}
+    refused = subscribe(emulator, token, receiver, changeType="created,updated", **resource)
+    assert refused.status_code == 400
+    created = subscribe(emulator, token, receiver, changeType="updated", **resource)
+    assert created.status_code == 201, created.text
+    emulator.control.add_items(ADELE, "drive-items", count=1)
+    assert wait_for(lambda: receiver.received)
+    assert receiver.received[0]["body"]["value"][0]["changeType"] == "updated"

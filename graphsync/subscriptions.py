@@ -1,0 +1,360 @@
+"""Change-notification subscriptions: one per sync job whose resource Graph can watch.
+
+Beat finds the jobs whose subscription is missing, failing, lost or about to expire (`due`), and
+each is brought in line by `ensure`, under a per-job Redis lock so a beat tick and a lifecycle
+event never create two subscriptions for one job. Microsoft caps each resource's lifetime
+(reference §12); we ask for the longest and renew a day ahead. A subscription only relaxes
+polling: the job keeps a safety poll, and whatever goes wrong here falls back to the schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+import redis
+from django.conf import settings
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from connections import tokens
+from connections.models import Connection
+from graphsync.client import GraphClient, GraphError
+from graphsync.dispatch import RUNNABLE
+from graphsync.models import Resource, Subscription, SyncJob
+from graphsync.resources import graph_datetime
+from graphsync.throttle import ThrottleWait, backoff_seconds
+
+logger = logging.getLogger(__name__)
+
+LOCK_SECONDS = 60  # longer than a create with its validation handshake
+# Microsoft rejects an expiry past the maximum by its own clock: stay a little inside it.
+CLOCK_SLACK = timedelta(minutes=2)
+LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+
+
+@dataclass(frozen=True)
+class Target:
+    resource: str
+    change_types: str
+    max_minutes: int
+
+
+def target(job: SyncJob) -> Target | None:
+    """What to subscribe to for a job, in Graph's own resource forms; None when Graph has no
+    subscription for it (the profile) or the emulator and Graph disagree on the form (contacts
+    of a named folder): those jobs keep polling."""
+    every = "created,updated,deleted"
+    if job.resource == Resource.MAIL:
+        folder = (job.folder or "inbox").replace("'", "''")
+        return Target(f"me/mailFolders('{quote(folder, safe='')}')/messages", every, 10_080)
+    if job.resource == Resource.CALENDAR:
+        return Target("me/events", every, 10_080)
+    if job.resource == Resource.CONTACTS and not job.folder:
+        return Target("me/contacts", every, 10_080)
+    if job.resource == Resource.DRIVE:
+        return Target("me/drive/root", "updated", 42_300)  # driveItem: "updated" only
+    if job.resource in (Resource.USERS, Resource.GROUPS):
+        # No "created" for directory objects: a new user or group arrives as "updated".
+        return Target(str(job.resource), "updated,deleted", 41_760)
+    return None
+
+
+def can_receive() -> bool:
+    """Graph delivers only to https; the emulator also to http, which MICROSOFT_ALLOW_HTTP
+    allows for development."""
+    base = settings.PORTAL_BASE_URL
+    return base.startswith("https://") or (
+        base.startswith("http://") and settings.MICROSOFT_ALLOW_HTTP
+    )
+
+
+def notification_url() -> str:
+    return settings.PORTAL_BASE_URL + reverse("graph-notifications")
+
+
+def lifecycle_url() -> str:
+    return settings.PORTAL_BASE_URL + reverse("graph-lifecycle")
+
+
+def poll_interval(job: SyncJob) -> int:
+    """Seconds until the job's next scheduled run: relaxed to the safety poll while an active
+    subscription reports its changes."""
+    watched = Subscription.objects.filter(
+        job_id=job.pk, status=Subscription.Status.ACTIVE, expires_at__gt=timezone.now()
+    ).exists()
+    if watched:
+        return max(job.interval_seconds, settings.GRAPH_SAFETY_POLL_SECONDS)
+    return job.interval_seconds
+
+
+def _margin() -> timedelta:
+    return timedelta(seconds=settings.GRAPH_SUBSCRIPTION_RENEW_MARGIN_SECONDS)
+
+
+def due(now: datetime | None = None) -> list[int]:
+    """Ids of the jobs whose subscription needs work: to create, repair, renew or delete."""
+    now = now or timezone.now()
+    unwanted = Q(job__enabled=False) | ~Q(job__connection__status__in=RUNNABLE)
+    stale = Subscription.objects.filter(unwanted)
+    if not can_receive():
+        stale = Subscription.objects.all()
+    ids = set(stale.values_list("job_id", flat=True))
+    if can_receive():
+        watchable = [r for r in Resource.values if r != Resource.PROFILE]
+        ids.update(
+            SyncJob.objects.filter(
+                enabled=True,
+                connection__status__in=RUNNABLE,
+                resource__in=watchable,
+                subscription__isnull=True,
+            ).values_list("pk", flat=True)
+        )
+        retry = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+        ids.update(
+            Subscription.objects.filter(
+                Q(status__in=[Subscription.Status.FAILED, Subscription.Status.REMOVED]) & retry
+                | Q(status=Subscription.Status.ACTIVE, expires_at__lte=now + _margin())
+                | Q(status=Subscription.Status.ACTIVE, graph_id__isnull=True)
+            )
+            .filter(job__enabled=True)
+            .values_list("job_id", flat=True)
+        )
+    return sorted(ids)
+
+
+# --- bringing one job's subscription in line ---------------------------------------------------
+
+
+def _lock(job_id: int):
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    return client.lock(
+        f"graphport:subscription:{job_id}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+    )
+
+
+def ensure(job_id: int, renew_now: bool = False) -> str:
+    """Create, repair, renew or delete the job's subscription as the job and the portal need.
+    Returns what was done, for the task result and the admin."""
+    with _lock(job_id):
+        job = SyncJob.objects.select_related("connection__app").filter(pk=job_id).first()
+        sub = Subscription.objects.filter(job_id=job_id).first()
+        wanted = (
+            job is not None
+            and job.enabled
+            and job.connection.status in RUNNABLE
+            and target(job) is not None
+            and can_receive()
+        )
+        if not wanted:
+            if sub is None:
+                return "none wanted"
+            _delete(sub, job.connection if job else None)
+            return "deleted"
+        if sub is None or sub.status != Subscription.Status.ACTIVE or not sub.graph_id:
+            return _create(job, sub)
+        if renew_now or sub.expires_at is None or sub.expires_at <= timezone.now() + _margin():
+            return _renew(job, sub)
+        return "up to date"
+
+
+def on_lifecycle(graph_id: str, event: str) -> str:
+    """React to a lifecycle event (reference §12): renew when Microsoft wants reauthorization,
+    recreate and catch up when it removed the subscription. ("missed" needs no Graph call: the
+    receiver starts the catch-up run itself.)"""
+    sub = Subscription.objects.filter(graph_id=graph_id).first()
+    if sub is None:
+        return "unknown subscription"
+    if event == "subscriptionRemoved":
+        Subscription.objects.filter(pk=sub.pk).update(status=Subscription.Status.REMOVED)
+        _poll_again(sub.job_id)
+        done = ensure(sub.job_id)
+        _catch_up(sub.job_id)
+        return done
+    if event == "reauthorizationRequired":
+        return ensure(sub.job_id, renew_now=True)
+    return "nothing to do"
+
+
+def delete_for_connection(connection: Connection) -> int:
+    """Delete a connection's subscriptions at Microsoft while its token still works (called as
+    it is disconnected). One attempt each: the member is waiting, and a subscription we fail
+    to delete lapses on its own; its notifications are dropped as unknown meanwhile."""
+    subs = list(Subscription.objects.filter(job__connection=connection))
+    for sub in subs:
+        _delete(sub, connection, attempts=2)
+    return len(subs)
+
+
+def _client(connection: Connection) -> GraphClient:
+    return GraphClient(connection)
+
+
+def _expiry(target_: Target) -> datetime:
+    return timezone.now() + timedelta(minutes=target_.max_minutes) - CLOCK_SLACK
+
+
+def _expires(body: object, asked: datetime) -> datetime:
+    answered = body.get("expirationDateTime") if isinstance(body, dict) else None
+    return graph_datetime(answered) or asked
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+
+
+def _create(job: SyncJob, sub: Subscription | None) -> str:
+    target_ = target(job)
+    assert target_ is not None
+    client = _client(job.connection)
+    try:
+        client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128
+        asked = _expiry(target_)
+        body = client.request(
+            "POST",
+            "/subscriptions",
+            client.subscription_plan(),
+            headers={"Content-Type": "application/json"},
+            body={
+                "changeType": target_.change_types,
+                "notificationUrl": notification_url(),
+                "lifecycleNotificationUrl": lifecycle_url(),
+                "resource": target_.resource,
+                "expirationDateTime": _iso(asked),
+                "clientState": client_state,
+            },
+        )
+    except (GraphError, ThrottleWait, tokens.TokenUnavailable) as exc:
+        return _failed(job, sub, target_, exc)
+    finally:
+        client.close()
+    # Accepted race: a notification arriving between Microsoft's answer and this write finds no
+    # row and is dropped; its change is picked up by the next notification or poll.
+    now = timezone.now()
+    fields = {
+        "tenant_id": job.tenant_id,
+        "graph_id": body["id"],
+        "resource": target_.resource,
+        "change_types": target_.change_types,
+        "client_state": client_state,
+        "status": Subscription.Status.ACTIVE,
+        "expires_at": _expires(body, asked),
+        "failure_streak": 0,
+        "next_attempt_at": None,
+        "last_error": "",
+        "renewed_at": now,
+    }
+    Subscription.objects.update_or_create(job=job, defaults=fields)
+    logger.info("job %s: subscribed to %s (%s)", job.pk, target_.resource, body["id"])
+    return "created"
+
+
+def _renew(job: SyncJob, sub: Subscription) -> str:
+    target_ = target(job)
+    assert target_ is not None
+    client = _client(job.connection)
+    asked = _expiry(target_)
+    try:
+        body = client.request(
+            "PATCH",
+            f"/subscriptions/{quote(sub.graph_id or '', safe='')}",
+            client.subscription_plan(),
+            headers={"Content-Type": "application/json"},
+            body={"expirationDateTime": _iso(asked)},
+        )
+    except GraphError as exc:
+        if exc.status == 404:
+            # Microsoft lost it (expired, or removed without telling us): start over, and
+            # catch up on whatever changed while nobody was told.
+            Subscription.objects.filter(pk=sub.pk).update(status=Subscription.Status.REMOVED)
+            sub.status = Subscription.Status.REMOVED
+            done = _create(job, sub)
+            _catch_up(job.pk)
+            return f"recreated ({done})"
+        return _renew_failed(sub, exc)
+    except (ThrottleWait, tokens.TokenUnavailable) as exc:
+        return _renew_failed(sub, exc)
+    finally:
+        client.close()
+    Subscription.objects.filter(pk=sub.pk).update(
+        expires_at=_expires(body, asked),
+        renewed_at=timezone.now(),
+        failure_streak=0,
+        last_error="",
+    )
+    return "renewed"
+
+
+def _renew_failed(sub: Subscription, exc: Exception) -> str:
+    # Still valid until it expires: stay active, and let the next beat tick try again.
+    Subscription.objects.filter(pk=sub.pk).update(
+        failure_streak=sub.failure_streak + 1, last_error=f"Renewal failed: {exc}"[:2000]
+    )
+    logger.warning("subscription %s: renewal failed: %s", sub.graph_id, exc)
+    return "renewal failed"
+
+
+def _failed(job: SyncJob, sub: Subscription | None, target_: Target, exc: Exception) -> str:
+    streak = (sub.failure_streak if sub else 0) + 1
+    wait = backoff_seconds(streak, base=900, cap=6 * 3600)
+    fields = {
+        "tenant_id": job.tenant_id,
+        "graph_id": None,
+        "resource": target_.resource,
+        "change_types": target_.change_types,
+        "client_state": sub.client_state if sub else "",
+        "status": Subscription.Status.FAILED,
+        "expires_at": None,
+        "failure_streak": streak,
+        "next_attempt_at": timezone.now() + timedelta(seconds=wait),
+        "last_error": f"Could not subscribe: {exc}"[:2000],
+    }
+    Subscription.objects.update_or_create(job=job, defaults=fields)
+    _poll_again(job.pk)
+    logger.warning("job %s: could not subscribe to %s: %s", job.pk, target_.resource, exc)
+    return "failed"
+
+
+def _delete(sub: Subscription, connection: Connection | None, attempts: int = 3) -> None:
+    if sub.graph_id and sub.status != Subscription.Status.REMOVED and connection is not None:
+        client = _client(connection)
+        try:
+            _delete_at_graph(client, sub.graph_id, attempts)
+        except (GraphError, ThrottleWait, tokens.TokenUnavailable) as exc:
+            logger.info("subscription %s: not deleted at Microsoft (%s)", sub.graph_id, exc)
+        finally:
+            client.close()
+    Subscription.objects.filter(pk=sub.pk).delete()
+    _poll_again(sub.job_id)
+
+
+def _delete_at_graph(client: GraphClient, graph_id: str, attempts: int = 3) -> None:
+    try:
+        client.request(
+            "DELETE",
+            f"/subscriptions/{quote(graph_id, safe='')}",
+            client.subscription_plan(),
+            attempts=attempts,
+        )
+    except GraphError as exc:
+        if exc.status != 404:  # already gone is what we wanted
+            raise
+
+
+def _poll_again(job_id: int) -> None:
+    """Without a subscription the job is back on its own interval, not the safety poll."""
+    job = SyncJob.objects.filter(pk=job_id).only("interval_seconds").first()
+    if job is None:
+        return
+    soon = timezone.now() + timedelta(seconds=job.interval_seconds)
+    SyncJob.objects.filter(pk=job_id, next_run_at__gt=soon).update(next_run_at=soon)
+
+
+def _catch_up(job_id: int) -> None:
+    from graphsync import notifications
+
+    notifications.request_run(job_id)
