@@ -20,7 +20,7 @@ from bench.sync_throughput import sync_with_worker
 from emulator.testing import running_emulator
 
 FULL = {"messages": 50_000, "page_size": 1000}
-QUICK = {"messages": 400, "page_size": 100}
+QUICK = {"messages": 300, "page_size": 100}
 TARGET_OF_LIMIT = 0.7
 TARGET_OVER_O365 = 20.0
 

@@ -22,7 +22,7 @@ from bench.common import ROOT, Row, connect_inbox_job, make_app, run_json, scena
 from emulator.testing import running_emulator
 
 FULL = {"messages": 5000, "page_size": 100, "limit": 5, "window": 15.0}
-QUICK = {"messages": 300, "page_size": 100, "limit": 5, "window": 3.0}
+QUICK = {"messages": 200, "page_size": 100, "limit": 5, "window": 2.0}
 MAX_IN_FLIGHT = 4
 RATE_429 = 0.05
 MAILBOXES = 3
