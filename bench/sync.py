@@ -45,6 +45,7 @@ def run(env: dict[str, str], quick: bool, options: dict) -> list[Row]:
             result = run_json(env, *([*args, "--save"] if save else args))
             result["stored"] = rivals.clear_table() if save else result["records"]
             result["rate"] = result["records"] / result["seconds"]
+            print(f"    {result['rate']:,.0f} rec/s, {result['seconds']:.1f} s", flush=True)
             return result
 
         figures["fetch"] = rival("fetch", save=False)
@@ -61,6 +62,7 @@ def run(env: dict[str, str], quick: bool, options: dict) -> list[Row]:
             "stored": stored,
             "cpu": cpu,
         }
+        print(f"    {size / seconds:,.0f} rec/s, {seconds:.1f} s", flush=True)
         figures["o365"] = rival("o365", save=True)
         figures["msgraph"] = rival("msgraph", save=True)
 
