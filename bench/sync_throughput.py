@@ -16,35 +16,37 @@ time goes. `--quick` is the smoke mode of the test command: small sizes, figures
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
-import json
 import os
 import pstats
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import orjson
 import requests
-from cryptography.fernet import Fernet
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emulator.testing import DEMO_SCENARIO, RunningEmulator, running_emulator  # noqa: E402
-from portal.localservices import LocalPostgres, LocalRedis  # noqa: E402
+from bench.common import (
+    ROOT,
+    Worker,
+    connect_inbox_job,
+    cpu_seconds,
+    make_app,
+    postgres_cpu,
+    postmaster_pid,
+    scenario,
+    services,
+    setup_django,
+)
+from emulator.testing import RunningEmulator, running_emulator
 
 TARGET_RATIO = 0.7
 MEMORY_GROWTH_LIMIT = 1.2  # peak at the largest size / peak at the smallest
-MB = 1024 * 1024
 
 
 @dataclass
@@ -63,119 +65,8 @@ class Figures:
         return self.sync_rate / self.fetch_rate
 
 
-# --- services -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def services() -> Iterator[dict[str, str]]:
-    """PostgreSQL (durable) and Redis of our own; yields the environment the portal reads."""
-    workdir = Path(tempfile.mkdtemp(prefix="graphport-bench-"))
-    workdir.chmod(0o755)  # PostgreSQL runs as its own user and must reach its directory
-    postgres = LocalPostgres(workdir / "postgres", durable=True)
-    redis = LocalRedis(workdir / "redis")
-    try:
-        postgres.start()
-        redis.start()
-        yield {
-            "ENV_FILE": os.devnull,
-            "DEBUG": "false",
-            "SECRET_KEY": "bench-" + Fernet.generate_key().decode(),
-            "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-            "MICROSOFT_ALLOW_HTTP": "true",
-            "DATABASE_URL": postgres.url,
-            "REDIS_URL": redis.url,
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
-            ),
-            "PYTHONUNBUFFERED": "1",
-            "_BENCH_POSTMASTER_PID": str(workdir / "postgres" / "data" / "postmaster.pid"),
-        }
-    finally:
-        redis.stop()
-        postgres.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def setup_django(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    # The bench enqueues the one job it measures; a connect must not start the others.
-    settings.GRAPHSYNC_START_ON_CONNECT = False
-    call_command("migrate", verbosity=0)
-
-
-def scenario(sizes: list[int]) -> dict:
-    spec = json.loads(DEMO_SCENARIO.read_text())
-    # Long-lived access tokens: a refresh in the middle of a run would be measured as sync time.
-    spec["settings"]["access_token_lifetime"] = 86_400
-    spec["tenants"][0]["users"] += [
-        {"upn": mailbox(size), "display_name": f"Bench {size}", "data": {"messages": size}}
-        for size in sizes
-    ]
-    return spec
-
-
 def mailbox(size: int) -> str:
     return f"bench.{size}@contoso.example"
-
-
-# --- the portal side ----------------------------------------------------------------------------
-
-
-def make_app(emu: RunningEmulator):
-    from django.utils import timezone
-
-    from connections.models import ClientSecret, EntraApp, Tenant
-
-    demo = emu.scenario["apps"][0]
-    tenant = Tenant.objects.create(name="Bench")
-    app = EntraApp.objects.create(
-        tenant=tenant,
-        name="Bench Graph",
-        client_id=demo["client_id"],
-        directory_tenant_id=emu.scenario["tenants"][0]["id"],
-        cloud="custom",
-        login_base_url=emu.login_url,
-        graph_base_url=emu.graph_url,
-        authority="organizations",
-        delegated_scopes="User.Read Mail.Read",
-        default_prompt="",
-    )
-    secret = demo["secrets"][0]["value"]
-    ClientSecret.objects.create(
-        app=app,
-        value=secret,
-        hint=secret[:3],
-        expires_on=timezone.localdate() + timedelta(days=365),
-    )
-    return app
-
-
-def connect_inbox_job(emu: RunningEmulator, app, upn: str, page_size: int):
-    """The portal's own connect flow, with the emulator's scripted sign-in as the browser."""
-    from django.contrib.auth import get_user_model
-
-    from connections import connect
-    from connections.models import Membership
-    from graphsync.models import Resource, SyncJob
-
-    user = get_user_model().objects.create_user(upn.split("@")[0], upn, "bench-password-1")
-    Membership.objects.create(user=user, tenant=app.tenant, role="member")
-    outcome = emu.control.sign_in(connect.start_connect(user, app), upn)
-    params = outcome.get("params") or outcome.get("fields")
-    if not params:
-        raise RuntimeError(f"sign-in of {upn} failed: {outcome}")
-    _, connection = connect.complete(user, params)
-    job = SyncJob.objects.get(connection=connection, resource=Resource.MAIL, folder="inbox")
-    job.options = {"page_size": page_size}
-    job.save(update_fields=["options"])
-    return job
 
 
 # --- the fetch-only limit -----------------------------------------------------------------------
@@ -213,89 +104,6 @@ def fetch_only(job) -> float:
 # --- the worker ---------------------------------------------------------------------------------
 
 
-class Worker:
-    """One Celery worker process on the sync queue; with the solo pool it runs tasks itself."""
-
-    def __init__(self, env: dict[str, str], log: Path, name: str):
-        self.name = f"{name}@bench"
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "portal",
-                    "worker",
-                    "-Q",
-                    "sync",
-                    "--pool",
-                    "solo",
-                    "--loglevel",
-                    "WARNING",
-                    "--hostname",
-                    self.name,
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                cwd=ROOT,
-                env={**os.environ, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        from portal.celery import app
-
-        deadline = time.monotonic() + 60
-        while not app.control.ping(destination=[self.name], timeout=0.5):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the Celery worker did not start:\n{log.read_text()}")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def memory_mb(self) -> tuple[float, float]:
-        """(VmRSS, VmHWM) in MB: resident now, and its peak since the process started."""
-        status = Path(f"/proc/{self.pid}/status").read_text().splitlines()
-        kb = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith("Vm")}
-        return kb["VmRSS"] / 1024, kb["VmHWM"] / 1024
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """User + system CPU of a process (and of its reaped children: PostgreSQL's backends)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def postgres_cpu(postmaster_pid: int) -> float:
-    total = cpu_seconds(postmaster_pid, children=True)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) == postmaster_pid:
-                    total += cpu_seconds(int(entry.name))
-    return total
-
-
 def sync_with_worker(
     env: dict[str, str], emu: RunningEmulator, job, log: Path
 ) -> tuple[float, float, float, dict[str, float]]:
@@ -304,8 +112,8 @@ def sync_with_worker(
     from graphsync.models import SyncRun
     from graphsync.tasks import run_job
 
-    postmaster = int(Path(env["_BENCH_POSTMASTER_PID"]).read_text().split()[0])
-    worker = Worker(env, log, f"bench-{job.pk}")
+    postmaster = postmaster_pid(env)
+    worker = Worker(env, log, f"bench-{job.pk}").wait_ready()
     try:
         idle_mb, _ = worker.memory_mb()
         pids = {"worker": worker.pid, "emulator": emu.process.pid}
@@ -421,7 +229,7 @@ def main() -> int:
         from graphsync.models import Record
 
         figures = []
-        with running_emulator(scenario(sizes)) as emu:
+        with running_emulator(scenario({mailbox(s): s for s in sizes})) as emu:
             app = make_app(emu)
             jobs = {size: connect_inbox_job(emu, app, mailbox(size), page_size) for size in sizes}
             for size, job in jobs.items():

@@ -25,6 +25,7 @@ from emulator.tokens import AccessToken
 
 Handler = Callable[["Call"], Awaitable["Reply"]]
 QUOTED_KEY = re.compile(r"\('([^']*)'\)")
+EMPTY_CALL = re.compile(r"(?i)delta\(\)(?=/|$)")
 DRIVE_TOKEN = re.compile(r"delta\(token='?([^')]*)'?\)", re.IGNORECASE)
 
 
@@ -223,6 +224,9 @@ async def _dispatch(
     if found:
         drive_token = found.group(1)
         path = path[: found.start()] + "delta" + path[found.end() :]
+    # `delta()`: the OData function-call form the Kiota SDKs (msgraph-sdk) send; Graph treats
+    # it as `delta`.
+    path = EMPTY_CALL.sub("delta", path)
     odd = next((k for k in query if k.startswith("(token")), None)
     if odd is not None:  # the docs' `delta?(token='...')` form
         drive_token = DRIVE_TOKEN.search("delta" + odd + "=" + query[odd] + ")")
