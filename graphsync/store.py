@@ -106,7 +106,7 @@ _UPSERT = """
     INSERT INTO {table} (job_id, connection_id, tenant_id, resource, graph_id, change_key, title,
                          occurred_at, data, generation, deleted_at, created_at, updated_at)
     SELECT %(job)s, %(connection)s, %(tenant)s, %(resource)s, item.graph_id, item.change_key,
-           item.title, item.occurred_at, item.data::jsonb, %(generation)s, NULL, %(now)s, %(now)s
+           item.title, item.occurred_at, item.data::json, %(generation)s, NULL, %(now)s, %(now)s
     FROM unnest(%(graph_ids)b::text[], %(change_keys)b::text[], %(titles)b::text[],
                 %(dates)b::timestamptz[], %(documents)b::text[])
          AS item(graph_id, change_key, title, occurred_at, data)
