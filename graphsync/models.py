@@ -22,6 +22,12 @@ class DocumentField(models.JSONField):
             return "json"
         return super().db_type(connection)
 
+    def from_db_value(self, value, expression, connection):
+        # psycopg parses `json` itself (Django has it hand `jsonb` over as text instead).
+        if value is not None and not isinstance(value, str):
+            return value
+        return super().from_db_value(value, expression, connection)
+
 
 class Resource(models.TextChoices):
     PROFILE = "profile", "Profile"
