@@ -9,6 +9,7 @@ logged with a store-wide sequence number: a delta token is just such a number.
 from __future__ import annotations
 
 import bisect
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,15 +17,18 @@ Item = dict[str, Any]
 ChangeListener = Callable[["Collection", str, str, Item | None], None]
 
 
-class ItemKind:
+class ItemKind(ABC):
     """How one resource type (message, event, ...) generates and stamps its items."""
 
     odata_type = ""
 
+    @abstractmethod
     def generate(self, coll: Collection, pos: int) -> Item:
-        raise NotImplementedError
+        """The item at `pos` of a collection, the same for the same seed every time."""
 
-    def stamp(self, coll: Collection, item: Item, pos: int, version: int, now: float) -> None:
+    def stamp(  # noqa: B027 (a hook: kinds with version-dependent fields override it)
+        self, coll: Collection, item: Item, pos: int, version: int, now: float
+    ) -> None:
         """Refresh version-dependent fields (etag, changeKey, lastModifiedDateTime)."""
 
 

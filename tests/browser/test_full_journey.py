@@ -140,3 +140,8 @@ def test_operator_to_member_journey(
     page.wait_for_url(re.compile(r"/connections/$"))
     assert "Active" in page.locator(".connection").inner_text()
     assert Connection.objects.get(pk=connection.pk).status == Connection.Status.ACTIVE
+
+    # The operator's dashboard shows the day's syncs.
+    sign_in(page, portal, "root", "/admin/")
+    page.wait_for_selector("svg[role=img]")
+    shot(page, "6-operator-dashboard")
