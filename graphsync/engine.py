@@ -18,7 +18,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from connections import tokens
@@ -36,7 +37,7 @@ from graphsync.client import (
     SyncStateExpired,
     error_for,
 )
-from graphsync.models import MAILBOX_RESOURCES, SyncJob, SyncRun
+from graphsync.models import MAILBOX_RESOURCES, Record, SyncJob, SyncRun
 from graphsync.throttle import RETRYABLE_STATUSES, ThrottleWait, backoff_seconds
 
 logger = logging.getLogger(__name__)
@@ -278,6 +279,16 @@ def _failed(job, run_, meter, worker, error: str, retry_in: float | None) -> Out
     return Outcome(run_)
 
 
+def recount(job_id: int) -> None:
+    """The exact number of live records. commit_page moves the count page by page; a record
+    that comes back after a deletion is counted as updated there, so a run that wrote anything
+    ends with a recount (one index scan of the job's rows)."""
+    live = Record.objects.filter(job=OuterRef("pk"), deleted_at__isnull=True).values("job")
+    SyncJob.objects.filter(pk=job_id).update(
+        live_count=Coalesce(Subquery(live.annotate(n=Count("pk")).values("n")), 0)
+    )
+
+
 def _finish(run_: SyncRun, meter: Meter, outcome: str, error: str) -> None:
     SyncRun.objects.filter(pk=run_.pk).update(
         outcome=outcome,
@@ -288,6 +299,8 @@ def _finish(run_: SyncRun, meter: Meter, outcome: str, error: str) -> None:
         seconds_waited=meter.seconds_waited,
     )
     run_.refresh_from_db()
+    if run_.created or run_.updated or run_.deleted:
+        recount(run_.job_id)
 
 
 def _start_round(job: SyncJob, worker: str, location: str | None = None) -> None:
@@ -367,7 +380,10 @@ def commit_page(
         if ended and job.resyncing:
             counts.deleted += store.finish_resync(job, now)
             fields["resyncing"] = False
-        if not SyncJob.objects.filter(pk=job.pk, lease_owner=worker).update(**fields):
+        moved = F("live_count") + counts.created - counts.deleted
+        if not SyncJob.objects.filter(pk=job.pk, lease_owner=worker).update(
+            **fields, live_count=Greatest(moved, 0)
+        ):
             raise LeaseLost
         SyncRun.objects.filter(pk=run_.pk).update(
             pages=F("pages") + 1,

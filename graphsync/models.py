@@ -78,6 +78,9 @@ class SyncJob(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     cooldown_until = models.DateTimeField(null=True, blank=True)
     failure_streak = models.PositiveIntegerField(default=0)
+    # Live (not deleted) records: moved with every page, recounted exactly when a run ends, so
+    # pages showing it never count a million rows.
+    live_count = models.PositiveIntegerField(default=0)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from graphsync.models import Record, SyncJob, SyncRun
+from graphsync.models import SyncJob, SyncRun
 
 # Waiting for a worker or for Microsoft: the page keeps watching. RUNNING counts only with a
 # live run (JobStatus.current), since a worker that died leaves the state behind.
@@ -86,13 +86,6 @@ def of_connections(connection_ids: Iterable[int]) -> dict[int, list[JobStatus]]:
     )
     if not jobs:
         return {}
-    live = dict(
-        Record.objects.filter(job__in=[job.pk for job in jobs], deleted_at__isnull=True)
-        .values("job")
-        .annotate(n=Count("pk"))
-        .order_by()
-        .values_list("job", "n")
-    )
     runs = SyncRun.objects.in_bulk(
         ({job.latest_run_id for job in jobs} | {job.finished_run_id for job in jobs}) - {None}
     )
@@ -104,6 +97,6 @@ def of_connections(connection_ids: Iterable[int]) -> dict[int, list[JobStatus]]:
         alive = job.lease_expires_at is not None and job.lease_expires_at > now
         current = latest if latest and latest.outcome == SyncRun.Outcome.RUNNING and alive else None
         statuses[job.connection_id].append(
-            JobStatus(job, live.get(job.pk, 0), runs.get(job.finished_run_id), current)
+            JobStatus(job, job.live_count, runs.get(job.finished_run_id), current)
         )
     return dict(statuses)

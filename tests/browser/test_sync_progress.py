@@ -38,6 +38,7 @@ def test_progress_updates_while_a_run_is_under_way(page, live_server, acme):
         graph_id="AAMkAD1",
         title="Hello",
     )
+    SyncJob.objects.filter(pk=job.pk).update(live_count=1)  # as the worker's page commit does
     SyncRun.objects.filter(pk=run.pk).update(pages=4, created=200)
     page.wait_for_selector(f'tr[data-job="{job.pk}"] >> text=page 4: 200 new', timeout=10_000)
     assert row.locator('[data-field="live"]').inner_text() == "1"

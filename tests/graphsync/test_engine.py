@@ -100,6 +100,8 @@ def test_incremental_delta_sees_adds_changes_and_deletions(microsoft, adele):
     assert Record.objects.get(job=job, graph_id=changed).title == "Changed subject"
     deleted = Record.objects.get(job=job, graph_id=gone)
     assert deleted.deleted_at is not None  # soft: the row stays, with a timestamp
+    job.refresh_from_db()
+    assert job.live_count == len(live_ids(job))  # kept for pages that show it
     # Nothing changed: a run that only asks, and writes nothing.
     quiet = engine.run(job.pk).run
     assert (quiet.created, quiet.updated, quiet.deleted, quiet.requests) == (0, 0, 0, 1)
