@@ -213,3 +213,34 @@ def test_missed_notifications_start_a_catch_up_run(celery_worker, microsoft, inb
     [run] = wait_for(lambda: [r for r in notification_runs(inbox) if r.finished_at])
     assert run.outcome == SyncRun.Outcome.SUCCEEDED
     assert Subscription.objects.get(pk=sub.pk).lifecycle_count == 1
+
+
+def test_a_directory_change_reaches_an_app_only_connection(
+    client, celery_worker, portal, microsoft, contoso
+):
+    from connections.models import Connection
+    from tests.flows import follow_back
+
+    client.force_login(contoso.admin)
+    consent = client.post(reverse("connections:admin_consent", args=[contoso.app.pk]))
+    follow_back(client, microsoft.control.sign_in(consent["Location"], ADELE))
+    app_only = Connection.objects.get(kind=Connection.Kind.APPLICATION)
+    users = SyncJob.objects.get(connection=app_only, resource=Resource.USERS)
+    assert engine.run(users.pk).run.outcome == SyncRun.Outcome.SUCCEEDED
+    assert subscriptions.ensure(users.pk) == "created"
+    assert Subscription.objects.get(job=users).resource == "users"
+    redis.Redis.from_url(django_settings.REDIS_URL).delete(notifications.pending_key(users.pk))
+
+    microsoft.control.update_user(ADELE, job_title="Chief Listening Officer")
+    record = wait_for(
+        lambda: next(
+            (
+                r
+                for r in Record.objects.filter(job=users, graph_id=ADELE)
+                if r.data.get("jobTitle") == "Chief Listening Officer"
+            ),
+            None,
+        )
+    )
+    assert record.title == "Adele Vance"
+    assert wait_for(lambda: [r for r in notification_runs(users) if r.finished_at])
