@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import random
 
-import redis
 from celery import shared_task
-from django.conf import settings
 
 from connections import expiry, fleet, tokens
+from portal import redis_client
 
 # A connection already queued for a refresh is not queued again by the next beat tick.
 QUEUED_TTL = 300
@@ -22,7 +21,7 @@ def _queued_key(pk: int) -> str:
 def dispatch_token_refreshes() -> int:
     """Every minute: enqueue refreshes for connections whose tokens expire soon, and keep-alive
     refreshes for refresh tokens unused for two weeks. Returns how many were enqueued."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = redis_client.shared()
     enqueued = 0
     for pk, countdown, keepalive in fleet.due():
         if not client.set(_queued_key(pk), 1, nx=True, ex=QUEUED_TTL + int(countdown)):
@@ -44,7 +43,7 @@ def refresh_connection(connection_id: int, keepalive: bool = False) -> str:
     except tokens.TokenUnavailable as exc:
         return f"{exc.failure_class}: {exc}"
     finally:
-        redis.Redis.from_url(settings.REDIS_URL).delete(_queued_key(connection_id))
+        redis_client.shared().delete(_queued_key(connection_id))
     return "ok"
 
 

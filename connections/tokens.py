@@ -27,7 +27,7 @@ from django.utils import timezone
 from connections import audit, credentials, identity
 from connections.identity import FailureClass, IdentityError
 from connections.models import AuditEvent, Connection, EntraApp, Membership
-from portal import encryption
+from portal import encryption, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +67,6 @@ class AppCredentialsBroken(TokenUnavailable):
 
 class TransientFailure(TokenUnavailable):
     failure_class = FailureClass.TRANSIENT
-
-
-_redis: redis.Redis | None = None
-
-
-def _client() -> redis.Redis:
-    global _redis
-    if _redis is None:
-        _redis = redis.Redis.from_url(settings.REDIS_URL)
-    return _redis
 
 
 def _lock_key(pk: int) -> str:
@@ -155,7 +145,7 @@ def _check_usable(connection: Connection) -> None:
 
 def refresh(connection_id: int, *, force: bool = False, keepalive: bool = False) -> Connection:
     """Refresh unless, once the lock is held, it turns out someone else already did."""
-    lock = _client().lock(
+    lock = redis_client.shared().lock(
         _lock_key(connection_id), timeout=LOCK_LEASE_SECONDS, blocking_timeout=LOCK_WAIT_SECONDS
     )
     if not lock.acquire():
@@ -269,7 +259,9 @@ def _store(connection: Connection, token: dict[str, Any], now: datetime) -> Conn
     fields = token_fields(token, now)
     pending = _pending_key(connection.pk)
     # Write-ahead: the answer is kept until the database has it.
-    _client().set(pending, encryption.encrypt(_serialise(fields)), ex=PENDING_TTL_SECONDS)
+    redis_client.shared().set(
+        pending, encryption.encrypt(_serialise(fields)), ex=PENDING_TTL_SECONDS
+    )
     for attempt in range(STORE_ATTEMPTS):
         try:
             written = _write(connection.pk, fields)
@@ -285,7 +277,7 @@ def _store(connection: Connection, token: dict[str, Any], now: datetime) -> Conn
                     retry_in=30,
                 ) from None
             time.sleep(0.2 * 2**attempt)
-    _client().delete(pending)
+    redis_client.shared().delete(pending)
     if written:
         for name, value in fields.items():
             setattr(connection, name, value)
@@ -295,12 +287,12 @@ def _store(connection: Connection, token: dict[str, Any], now: datetime) -> Conn
 
 def apply_pending(connection_id: int) -> bool:
     """Apply a token response that was received but never stored (see _store)."""
-    pending = _client().get(_pending_key(connection_id))
+    pending = redis_client.shared().get(_pending_key(connection_id))
     if pending is None:
         return False
     fields = _deserialise(encryption.decrypt(pending.decode(), where="a pending token response"))
     _write(connection_id, fields)
-    _client().delete(_pending_key(connection_id))
+    redis_client.shared().delete(_pending_key(connection_id))
     logger.info("applied the pending token response of connection %s", connection_id)
     return True
 

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-import redis
 import requests
 from django.conf import settings
 from django.db import connections
@@ -26,6 +25,7 @@ from connections import tokens
 from connections.models import Connection
 from graphsync import throttle
 from graphsync.throttle import Budget, Scope, Throttle, ThrottleWait
+from portal import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ _throttle: Throttle | None = None
 def shared_throttle() -> Throttle:
     global _throttle
     if _throttle is None:
-        _throttle = Throttle(redis.Redis.from_url(settings.REDIS_URL))
+        _throttle = Throttle(redis_client.shared())
     return _throttle
 
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
 from graphsync.models import Subscription, SyncRun
 from graphsync.subscriptions import LIFECYCLE_EVENTS
+from portal import redis_client
 
 if TYPE_CHECKING:
     from graphsync.engine import Outcome
@@ -35,14 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PENDING_TTL_SECONDS = 15 * 60
-_redis: redis.Redis | None = None
-
-
-def _client() -> redis.Redis:
-    global _redis
-    if _redis is None:
-        _redis = redis.Redis.from_url(settings.REDIS_URL)
-    return _redis
 
 
 def pending_key(job_id: int) -> str:
@@ -142,7 +134,7 @@ def request_run(job_id: int) -> bool:
     from graphsync.tasks import run_job
 
     key = pending_key(job_id)
-    if not _client().set(key, "1", nx=True, ex=PENDING_TTL_SECONDS):
+    if not redis_client.shared().set(key, "1", nx=True, ex=PENDING_TTL_SECONDS):
         return False
     try:
         run_job.apply_async(
@@ -150,7 +142,8 @@ def request_run(job_id: int) -> bool:
             countdown=settings.GRAPH_NOTIFICATION_DELAY_SECONDS,
         )
     except Exception:
-        _client().delete(key)  # or every later notification would wait for a run never queued
+        # or every later notification would wait for a run never queued
+        redis_client.shared().delete(key)
         raise
     return True
 
@@ -161,12 +154,12 @@ def settle(job_id: int, outcome: Outcome) -> bool:
     when it queued one."""
     if outcome.run is None:
         if outcome.lease_left is None:  # disabled or gone: nothing will run
-            _client().delete(pending_key(job_id))
+            redis_client.shared().delete(pending_key(job_id))
         # Leased: the run holding the job settles when it ends, and sees our notification.
         return False
     if outcome.retry_in is not None:
         return False  # throttled: the retry carries the round on and settles then
-    _client().delete(pending_key(job_id))
+    redis_client.shared().delete(pending_key(job_id))
     if outcome.run.outcome != SyncRun.Outcome.SUCCEEDED:
         return False  # a failing job retries on its backoff, not on every notification
     # Same-clock caveat: web and worker clocks are compared; NTP keeps them within

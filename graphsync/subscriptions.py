@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-import redis
 from django.conf import settings
 from django.db.models import Q
 from django.urls import reverse
@@ -28,6 +27,7 @@ from graphsync.dispatch import RUNNABLE
 from graphsync.models import Resource, Subscription, SyncJob
 from graphsync.resources import graph_datetime
 from graphsync.throttle import ThrottleWait, backoff_seconds
+from portal import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,7 @@ def due(now: datetime | None = None) -> list[int]:
 
 
 def _lock(job_id: int):
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    return client.lock(
+    return redis_client.shared().lock(
         f"graphport:subscription:{job_id}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
     )
 

@@ -189,3 +189,14 @@ def contoso(db, microsoft, settings):
         expires_on=timezone.localdate() + timedelta(days=365),
     )
     return SimpleNamespace(tenant=tenant, admin=admin, member=member, other=other, app=app)
+
+
+@pytest.fixture
+def portal(live_server, settings, microsoft):
+    """The live portal in this process, reachable by the emulator (webhooks) and accepted as
+    redirect URI by the emulator's app."""
+    settings.PORTAL_BASE_URL = live_server.url
+    microsoft.control.update_app(
+        MS_CLIENT_ID, redirect_uris=[f"{live_server.url}/connections/callback/"]
+    )
+    return live_server.url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 from django.urls import reverse
@@ -35,3 +36,14 @@ def connected(client, microsoft, member, app, user=ADELE) -> Connection:
     response = connect(client, microsoft, member, app, user)
     assert response.status_code == 302, response.content
     return Connection.objects.get(app=app, ms_object_id=user)
+
+
+def wait_for(condition, timeout: float = 20.0, every: float = 0.1):
+    """Poll until `condition()` is truthy (for work done by workers and live servers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not within {timeout} s")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MS_CLIENT_ID, ROOT
+from tests.conftest import ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -48,13 +48,3 @@ def page(chromium, request):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     context.close()
-
-
-@pytest.fixture
-def portal(live_server, settings, microsoft):
-    """The live portal, with the emulator's app accepting its redirect URI."""
-    settings.PORTAL_BASE_URL = live_server.url
-    microsoft.control.update_app(
-        MS_CLIENT_ID, redirect_uris=[f"{live_server.url}/connections/callback/"]
-    )
-    return live_server.url

@@ -17,20 +17,11 @@ from django.utils import timezone
 
 from graphsync import engine, notifications, subscriptions
 from graphsync.models import Record, Resource, Subscription, SyncJob, SyncRun
-from tests.conftest import ADELE, MS_CLIENT_ID
-from tests.flows import connected
+from tests.conftest import ADELE
+from tests.flows import connected, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NOTIFIED = SyncRun.Trigger.NOTIFICATION
-
-
-@pytest.fixture
-def portal(live_server, settings, microsoft):
-    settings.PORTAL_BASE_URL = live_server.url
-    microsoft.control.update_app(
-        MS_CLIENT_ID, redirect_uris=[f"{live_server.url}/connections/callback/"]
-    )
-    return live_server.url
 
 
 @pytest.fixture
@@ -43,16 +34,6 @@ def inbox(client, portal, microsoft, contoso) -> SyncJob:
     pending = notifications.pending_key(job.pk)
     redis.Redis.from_url(django_settings.REDIS_URL).delete(pending)
     return job
-
-
-def wait_for(condition, timeout=20.0, every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def notification_runs(job) -> list[SyncRun]:

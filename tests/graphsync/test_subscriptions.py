@@ -15,21 +15,9 @@ from django.utils import timezone
 from graphsync import engine, jobs, subscriptions
 from graphsync.models import Resource, Subscription, SyncJob
 from graphsync.resources import graph_datetime
-from tests.conftest import MS_CLIENT_ID
 from tests.flows import connected
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def portal(live_server, settings, microsoft):
-    """Microsoft's webhooks reach the live server in this process (whose callback the
-    emulator's app must then accept too)."""
-    settings.PORTAL_BASE_URL = live_server.url
-    microsoft.control.update_app(
-        MS_CLIENT_ID, redirect_uris=[f"{live_server.url}/connections/callback/"]
-    )
-    return live_server.url
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from connections.models import Connection
 from graphsync.models import Record, Resource, SyncJob, SyncRun
 from graphsync.tasks import run_job
 from tests.conftest import ADELE, MS_CLIENT_ID, WORKER_MAILBOX_BUDGET
-from tests.flows import connected
+from tests.flows import connected, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MAILBOX = (Resource.MAIL, Resource.CALENDAR, Resource.CONTACTS)
@@ -22,16 +22,6 @@ MAILBOX = (Resource.MAIL, Resource.CALENDAR, Resource.CONTACTS)
 @pytest.fixture
 def adele(client, microsoft, contoso):
     return connected(client, microsoft, contoso.member, contoso.app)
-
-
-def wait_for(condition, timeout=60, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def emulator_ids(microsoft, kind, folder=None) -> set[str]:
