@@ -7,14 +7,10 @@ import random
 from celery import shared_task
 
 from connections import expiry, fleet, tokens
-from portal import redis_client
+from core import keys, redis_client
 
 # A connection already queued for a refresh is not queued again by the next beat tick.
 QUEUED_TTL = 300
-
-
-def _queued_key(pk: int) -> str:
-    return f"graphport:token-queued:{pk}"
 
 
 @shared_task
@@ -24,7 +20,7 @@ def dispatch_token_refreshes() -> int:
     client = redis_client.shared()
     enqueued = 0
     for pk, countdown, keepalive in fleet.due():
-        if not client.set(_queued_key(pk), 1, nx=True, ex=QUEUED_TTL + int(countdown)):
+        if not client.set(keys.token_queued(pk), 1, nx=True, ex=QUEUED_TTL + int(countdown)):
             continue
         # Jitter spreads a fleet that expires in the same second over a few seconds.
         refresh_connection.apply_async(
@@ -43,7 +39,7 @@ def refresh_connection(connection_id: int, keepalive: bool = False) -> str:
     except tokens.TokenUnavailable as exc:
         return f"{exc.failure_class}: {exc}"
     finally:
-        redis_client.shared().delete(_queued_key(connection_id))
+        redis_client.shared().delete(keys.token_queued(connection_id))
     return "ok"
 
 

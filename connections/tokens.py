@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +26,7 @@ from django.utils import timezone
 from connections import audit, credentials, identity
 from connections.identity import FailureClass, IdentityError
 from connections.models import AuditEvent, Connection, EntraApp, Membership
-from portal import encryption, redis_client
+from core import backoff, encryption, keys, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +43,6 @@ BACKOFF_CAP_SECONDS = 3600
 
 RECONNECT_CLASSES = {FailureClass.RECONNECT, FailureClass.CONSENT, FailureClass.USER}
 APP_CLASSES = {FailureClass.APP_CREDENTIALS, FailureClass.CONFIGURATION, FailureClass.TENANT}
-LIVE_STATUSES = (Connection.Status.ACTIVE, Connection.Status.APP_CREDENTIALS_BROKEN)
 
 
 class TokenUnavailable(Exception):
@@ -67,14 +65,6 @@ class AppCredentialsBroken(TokenUnavailable):
 
 class TransientFailure(TokenUnavailable):
     failure_class = FailureClass.TRANSIENT
-
-
-def _lock_key(pk: int) -> str:
-    return f"graphport:token-refresh:{pk}"
-
-
-def _pending_key(pk: int) -> str:
-    return f"graphport:token-pending:{pk}"
 
 
 # --- when ---------------------------------------------------------------------------------------
@@ -107,7 +97,7 @@ def access_token(connection_id: int) -> str:
     # While the app's credentials are broken its refreshes pause, but a token Microsoft issued
     # earlier stays good until it expires.
     usable = is_fresh(connection) or (_paused(connection) and _still_valid(connection))
-    if usable and connection.status in LIVE_STATUSES:
+    if usable and connection.status in Connection.LIVE_STATUSES:
         return connection.access_token
     _check_usable(connection)
     return refresh(connection_id).access_token
@@ -146,7 +136,9 @@ def _check_usable(connection: Connection) -> None:
 def refresh(connection_id: int, *, force: bool = False, keepalive: bool = False) -> Connection:
     """Refresh unless, once the lock is held, it turns out someone else already did."""
     lock = redis_client.shared().lock(
-        _lock_key(connection_id), timeout=LOCK_LEASE_SECONDS, blocking_timeout=LOCK_WAIT_SECONDS
+        keys.token_refresh_lock(connection_id),
+        timeout=LOCK_LEASE_SECONDS,
+        blocking_timeout=LOCK_WAIT_SECONDS,
     )
     if not lock.acquire():
         raise TransientFailure("Another worker is refreshing this connection.", retry_in=5)
@@ -249,15 +241,15 @@ def _deserialise(text: str) -> dict[str, Any]:
 def _write(connection_id: int, fields: dict[str, Any]) -> bool:
     """One UPDATE for both tokens; a disconnected or disabled connection is left alone."""
     with transaction.atomic():
-        updated = Connection.objects.filter(pk=connection_id, status__in=LIVE_STATUSES).update(
-            **fields, updated_at=timezone.now()
-        )
+        updated = Connection.objects.filter(
+            pk=connection_id, status__in=Connection.LIVE_STATUSES
+        ).update(**fields, updated_at=timezone.now())
     return bool(updated)
 
 
 def _store(connection: Connection, token: dict[str, Any], now: datetime) -> Connection:
     fields = token_fields(token, now)
-    pending = _pending_key(connection.pk)
+    pending = keys.token_pending(connection.pk)
     # Write-ahead: the answer is kept until the database has it.
     redis_client.shared().set(
         pending, encryption.encrypt(_serialise(fields)), ex=PENDING_TTL_SECONDS
@@ -287,24 +279,17 @@ def _store(connection: Connection, token: dict[str, Any], now: datetime) -> Conn
 
 def apply_pending(connection_id: int) -> bool:
     """Apply a token response that was received but never stored (see _store)."""
-    pending = redis_client.shared().get(_pending_key(connection_id))
+    pending = redis_client.shared().get(keys.token_pending(connection_id))
     if pending is None:
         return False
     fields = _deserialise(encryption.decrypt(pending.decode(), where="a pending token response"))
     _write(connection_id, fields)
-    redis_client.shared().delete(_pending_key(connection_id))
+    redis_client.shared().delete(keys.token_pending(connection_id))
     logger.info("applied the pending token response of connection %s", connection_id)
     return True
 
 
 # --- failures -----------------------------------------------------------------------------------
-
-
-def backoff(streak: int) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(
-        0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(streak - 1, 0))
-    )
 
 
 def _failed(connection: Connection, exc: IdentityError) -> TokenUnavailable:
@@ -315,7 +300,7 @@ def _failed(connection: Connection, exc: IdentityError) -> TokenUnavailable:
     if klass in APP_CLASSES:
         return _app_broken(connection, reason, exc)
     streak = connection.failure_streak + 1
-    delay = backoff(streak)
+    delay = backoff.full_jitter(streak, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS)
     Connection.objects.filter(pk=connection.pk).update(
         failure_streak=streak, next_refresh_at=timezone.now() + timedelta(seconds=delay)
     )

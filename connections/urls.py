@@ -5,7 +5,6 @@ from connections import views
 app_name = "connections"
 
 urlpatterns = [
-    path("", views.my_connections, name="mine"),
     path("callback/", views.callback, name="callback"),
     path("apps/<int:app_id>/connect/", views.start_connect, name="connect"),
     path("apps/<int:app_id>/admin-consent/", views.start_admin_consent, name="admin_consent"),

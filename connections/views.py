@@ -1,5 +1,6 @@
-"""The member's pages: my connections, connect, reconnect, disconnect, and Microsoft's callback.
-Thin: the flows live in connections.connect."""
+"""The member's actions on connections: connect, reconnect, disconnect, and Microsoft's callback.
+Thin: the flows live in connections.connect. The page listing a member's connections shows their
+syncs too, so it lives in the portal above both apps (portal.views)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from connections import connect
 from connections.models import Connection, EntraApp
-from portal.tenancy import admin_tenant, member_tenant
+from connections.tenancy import admin_tenant, member_tenant
 
 
 def safe_return_path(request, candidate: str | None, default: str) -> str:
@@ -44,46 +45,6 @@ def _my_connection(request, pk: int) -> Connection:
         pk=pk,
         user=request.user,
         app__tenant=_tenant_or_403(request),
-    )
-
-
-@login_required
-def home(request):
-    return redirect("connections:mine")
-
-
-@login_required
-def my_connections(request):
-    tenant = member_tenant(request.user)
-    if tenant is None:
-        return render(request, "connections/no_tenant.html", status=403)
-    apps = EntraApp.objects.filter(tenant=tenant, is_active=True).order_by("name")
-    # graphsync builds on connections: imported here so that connections never needs it to load.
-    from graphsync import status
-
-    mine = list(
-        Connection.objects.filter(user=request.user, app__tenant=tenant)
-        .select_related("app")
-        .order_by("app__name", "user_principal_name")
-    )
-    synced = status.of_connections([c.pk for c in mine])
-    rows = [
-        {
-            "connection": c,
-            "missing": connect.missing_scopes(c.app, c.granted_scopes),
-            "sync": synced.get(c.pk, []),
-        }
-        for c in mine
-    ]
-    return render(
-        request,
-        "connections/mine.html",
-        {
-            "tenant": tenant,
-            "apps": apps,
-            "rows": rows,
-            "is_tenant_admin": admin_tenant(request.user) == tenant,
-        },
     )
 
 

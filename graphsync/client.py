@@ -23,9 +23,9 @@ from django.utils import timezone
 
 from connections import tokens
 from connections.models import Connection
+from core import redis_client
 from graphsync import throttle
 from graphsync.throttle import Budget, Scope, Throttle, ThrottleWait
-from portal import redis_client
 
 logger = logging.getLogger(__name__)
 

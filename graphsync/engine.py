@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from connections import tokens
 from connections.identity import FailureClass
+from core import backoff
 from graphsync import resources, store, subscriptions
 from graphsync.client import (
     AccessDenied,
@@ -38,7 +39,7 @@ from graphsync.client import (
     error_for,
 )
 from graphsync.models import MAILBOX_RESOURCES, Record, SyncJob, SyncRun
-from graphsync.throttle import RETRYABLE_STATUSES, ThrottleWait, backoff_seconds
+from graphsync.throttle import RETRYABLE_STATUSES, ThrottleWait
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 
 def _failed(job, run_, meter, worker, error: str, retry_in: float | None) -> Outcome:
     streak = job.failure_streak + 1
-    delay = retry_in if retry_in is not None else backoff_seconds(streak, base=30, cap=3600)
+    delay = retry_in if retry_in is not None else backoff.full_jitter(streak, base=30, cap=3600)
     _finish(run_, meter, SyncRun.Outcome.FAILED, error)
     _release(
         job,

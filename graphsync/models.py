@@ -6,7 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from connections.models import Connection, Tenant
-from portal.encryption import EncryptedTextField
+from core.encryption import EncryptedTextField
 
 
 class DocumentField(models.JSONField):

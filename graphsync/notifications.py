@@ -25,9 +25,9 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from core import keys, redis_client
 from graphsync.models import Subscription, SyncRun
 from graphsync.subscriptions import LIFECYCLE_EVENTS
-from portal import redis_client
 
 if TYPE_CHECKING:
     from graphsync.engine import Outcome
@@ -35,10 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PENDING_TTL_SECONDS = 15 * 60
-
-
-def pending_key(job_id: int) -> str:
-    return f"graphport:notified:{job_id}"
 
 
 @dataclass
@@ -133,7 +129,7 @@ def request_run(job_id: int) -> bool:
     """Queue one notification run of the job unless one is queued already. True if queued."""
     from graphsync.tasks import run_job
 
-    key = pending_key(job_id)
+    key = keys.notified(job_id)
     if not redis_client.shared().set(key, "1", nx=True, ex=PENDING_TTL_SECONDS):
         return False
     try:
@@ -154,12 +150,12 @@ def settle(job_id: int, outcome: Outcome) -> bool:
     when it queued one."""
     if outcome.run is None:
         if outcome.lease_left is None:  # disabled or gone: nothing will run
-            redis_client.shared().delete(pending_key(job_id))
+            redis_client.shared().delete(keys.notified(job_id))
         # Leased: the run holding the job settles when it ends, and sees our notification.
         return False
     if outcome.retry_in is not None:
         return False  # throttled: the retry carries the round on and settles then
-    redis_client.shared().delete(pending_key(job_id))
+    redis_client.shared().delete(keys.notified(job_id))
     if outcome.run.outcome != SyncRun.Outcome.SUCCEEDED:
         return False  # a failing job retries on its backoff, not on every notification
     # Same-clock caveat: web and worker clocks are compared; NTP keeps them within

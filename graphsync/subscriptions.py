@@ -22,12 +22,12 @@ from django.utils import timezone
 
 from connections import tokens
 from connections.models import Connection
+from core import backoff, keys, redis_client
 from graphsync.client import GraphClient, GraphError
 from graphsync.dispatch import RUNNABLE
 from graphsync.models import Resource, Subscription, SyncJob
 from graphsync.resources import graph_datetime
-from graphsync.throttle import ThrottleWait, backoff_seconds
-from portal import redis_client
+from graphsync.throttle import ThrottleWait
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def due(now: datetime | None = None) -> list[int]:
 
 def _lock(job_id: int):
     return redis_client.shared().lock(
-        f"graphport:subscription:{job_id}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+        keys.subscription_lock(job_id), timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
     )
 
 
@@ -299,7 +299,7 @@ def _renew_failed(sub: Subscription, exc: Exception) -> str:
 
 def _failed(job: SyncJob, sub: Subscription | None, target_: Target, exc: Exception) -> str:
     streak = (sub.failure_streak if sub else 0) + 1
-    wait = backoff_seconds(streak, base=900, cap=6 * 3600)
+    wait = backoff.full_jitter(streak, base=900, cap=6 * 3600)
     fields = {
         "tenant_id": job.tenant_id,
         "graph_id": None,

@@ -26,7 +26,6 @@ This module imports no Django, so it can be tested and benchmarked on its own.
 from __future__ import annotations
 
 import math
-import random
 import re
 import time
 import uuid
@@ -37,6 +36,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import redis
+
+from core import backoff, keys
 
 #: The statuses after which Graph wants us to slow down; 504 comes along with 503 under load.
 RETRYABLE_STATUSES = frozenset({429, 503, 504})
@@ -257,7 +258,7 @@ class Throttle:
     def __init__(
         self,
         redis_client: redis.Redis,
-        key_prefix: str = "graphport:throttle:",
+        key_prefix: str = keys.THROTTLE_PREFIX,
         *,
         poll_interval: float = 0.05,
         stats_ttl: float = 86_400,
@@ -334,7 +335,7 @@ class Throttle:
         caller retries after that, or raises `ThrottleWait` when it is long."""
         delay = retry_after_seconds(retry_after)
         if delay is None:
-            delay = backoff_seconds(attempt)
+            delay = backoff.full_jitter(attempt)
         return max(self.cool_down(scope, delay) for scope in scopes)
 
     def stats(self, scope: Scope) -> dict[str, int]:
@@ -385,17 +386,6 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if moment.tzinfo is None:  # the asctime form has no zone; HTTP dates are always GMT
         moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
-
-
-def backoff_seconds(
-    attempt: int, base: float = 0.5, cap: float = 60, rng: random.Random | None = None
-) -> float:
-    """Exponential backoff with full jitter: uniform between 0 and `base * 2**(attempt - 1)`,
-    capped. Full jitter spreads workers that failed together instead of retrying in step."""
-    if attempt < 1:
-        raise ValueError("attempts count from 1")
-    ceiling = min(cap, base * 2 ** min(attempt - 1, 64))
-    return (rng or random).uniform(0, ceiling)
 
 
 def _micros(seconds: float) -> int:

@@ -11,9 +11,9 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, render
 
 from connections.models import Connection
+from connections.tenancy import member_tenant
 from graphsync import status
 from graphsync.models import Record, Resource, SyncJob
-from portal.tenancy import member_tenant
 
 RECORDS_PER_PAGE = 50
 

@@ -22,8 +22,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections.models import SECRET_WARNING_DAYS, Connection, EntraApp, Tenant
+from connections.tenancy import admin_tenant
+from core.formatting import days_left, plural
 from graphsync.models import SyncJob, SyncRun
-from portal.tenancy import admin_tenant
 
 HOURS = 24
 #: apps listed by name; past this the card links to the app list
@@ -70,8 +71,7 @@ class ErrorSource:
 
     @property
     def label(self) -> str:
-        plural = "" if self.count == 1 else "s"
-        return f"{self.count} {self.noun}{plural}{self.suffix}"
+        return f"{plural(self.count, self.noun)}{self.suffix}"
 
 
 @dataclass
@@ -222,9 +222,7 @@ def _describe_credentials(app: EntraApp, today: date) -> list[str]:
         problems.append(f"expired on {valid_until:%Y-%m-%d}")
     elif valid_until < today + timedelta(days=SECRET_WARNING_DAYS):
         days = (valid_until - today).days
-        problems.append(
-            "expires today" if days == 0 else f"expires in {days} day{'s' if days != 1 else ''}"
-        )
+        problems.append(days_left(days))
     return problems
 
 

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from portal.env import (
+from core.env import (
     REDIS_SCHEMES,
     dev_secret,
     env,

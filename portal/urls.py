@@ -1,16 +1,23 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from connections.views import home
+from connections import urls as connections_urls
 from graphsync import webhooks
 from portal import views
 
+# The member's connections page joins the connect flow's URLs under one namespace: it shows
+# syncs as well as connections, so it is the portal's, not the connections app's.
+member_connections = (
+    [path("", views.my_connections, name="mine"), *connections_urls.urlpatterns],
+    connections_urls.app_name,
+)
+
 urlpatterns = [
-    path("", home, name="home"),
+    path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("connections/", include("connections.urls")),
+    path("connections/", include(member_connections)),
     path("sync/", include("graphsync.urls")),
     # Microsoft Graph's webhooks (graphsync.subscriptions builds these URLs).
     path("graph/notifications/", webhooks.changes, name="graph-notifications"),

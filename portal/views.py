@@ -1,8 +1,54 @@
+"""The portal's own pages: the member's home (their connections with what each syncs, drawn from
+both apps) and the health check."""
+
+from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from connections import connect
+from connections.models import Connection, EntraApp
+from connections.tenancy import admin_tenant, member_tenant
+from graphsync import status
 from portal import health
+
+
+@login_required
+def home(request):
+    return redirect("connections:mine")
+
+
+@login_required
+def my_connections(request):
+    tenant = member_tenant(request.user)
+    if tenant is None:
+        return render(request, "connections/no_tenant.html", status=403)
+    apps = EntraApp.objects.filter(tenant=tenant, is_active=True).order_by("name")
+    mine = list(
+        Connection.objects.filter(user=request.user, app__tenant=tenant)
+        .select_related("app")
+        .order_by("app__name", "user_principal_name")
+    )
+    synced = status.of_connections([c.pk for c in mine])
+    rows = [
+        {
+            "connection": c,
+            "missing": connect.missing_scopes(c.app, c.granted_scopes),
+            "sync": synced.get(c.pk, []),
+        }
+        for c in mine
+    ]
+    return render(
+        request,
+        "connections/mine.html",
+        {
+            "tenant": tenant,
+            "apps": apps,
+            "rows": rows,
+            "is_tenant_admin": admin_tenant(request.user) == tenant,
+        },
+    )
 
 
 @never_cache

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from connections.models import ClientSecret, EntraApp, Tenant
+from core import keys
 from tests.personas import make_tenant_world, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,10 +156,10 @@ def microsoft(microsoft_session):
     # Graphport's own state about these Microsoft ids (throttle budgets and cooldowns, token
     # locks) must not leak from one test into the next.
     client = redis.Redis.from_url(settings.REDIS_URL)
-    for pattern in ("graphport:throttle:*", "graphport:token-*"):
-        keys = list(client.scan_iter(pattern, count=1000))
-        if keys:
-            client.delete(*keys)
+    for pattern in (keys.THROTTLE_PREFIX + "*", keys.PREFIX + "token-*"):
+        found = list(client.scan_iter(pattern, count=1000))
+        if found:
+            client.delete(*found)
     return microsoft_session
 
 

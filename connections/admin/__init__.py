@@ -1,4 +1,4 @@
-"""The admin, scoped per tenant (portal.tenancy): one module per area."""
+"""The admin, scoped per tenant (connections.tenancy): one module per area."""
 
 from django.contrib import admin
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from connections import audit, credentials
-from connections.admin.badges import badge, secret_badge, verification_badge
+from connections.admin.badges import secret_badge, verification_badge
 from connections.forms import AppCertificateForm, ClientSecretForm
 from connections.models import (
     AppCertificate,
@@ -16,7 +16,8 @@ from connections.models import (
     ClientSecret,
     EntraApp,
 )
-from portal.tenancy import TenantScopedAdmin, TenantScopedInline, admin_tenant
+from connections.tenancy import TenantScopedAdmin, TenantScopedInline, admin_tenant
+from core.formatting import badge
 
 
 class ClientSecretInline(TenantScopedInline, admin.TabularInline):

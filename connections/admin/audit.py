@@ -5,7 +5,7 @@ from django.contrib import admin
 from connections.models import (
     AuditEvent,
 )
-from portal.tenancy import TenantScopedAdmin
+from connections.tenancy import TenantScopedAdmin
 
 
 @admin.register(AuditEvent)

@@ -6,13 +6,13 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from connections import audit, tokens
-from connections.admin.badges import badge
 from connections.models import (
     AuditEvent,
     AuthorizationAttempt,
     Connection,
 )
-from portal.tenancy import TenantScopedAdmin, TenantScopedInline
+from connections.tenancy import TenantScopedAdmin, TenantScopedInline
+from core.formatting import badge
 
 
 class ConnectionEventInline(TenantScopedInline, admin.TabularInline):

@@ -12,7 +12,7 @@ from connections.models import (
     Membership,
     Tenant,
 )
-from portal.tenancy import TenantScopedAdmin, TenantScopedInline, admin_tenant
+from connections.tenancy import TenantScopedAdmin, TenantScopedInline, admin_tenant
 
 
 class MembershipInline(TenantScopedInline, admin.TabularInline):

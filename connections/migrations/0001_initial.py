@@ -3,7 +3,7 @@
 import connections.models
 import django.db.models.deletion
 import django.utils.timezone
-import portal.encryption
+import core.encryption
 from django.conf import settings
 from django.db import migrations, models
 
@@ -67,8 +67,8 @@ class Migration(migrations.Migration):
                 ('user_principal_name', models.CharField(blank=True, max_length=256, verbose_name='UPN')),
                 ('email', models.CharField(blank=True, max_length=256)),
                 ('granted_scopes', models.TextField(blank=True)),
-                ('access_token', portal.encryption.EncryptedTextField(blank=True, null=True)),
-                ('refresh_token', portal.encryption.EncryptedTextField(blank=True, null=True)),
+                ('access_token', core.encryption.EncryptedTextField(blank=True, null=True)),
+                ('refresh_token', core.encryption.EncryptedTextField(blank=True, null=True)),
                 ('access_token_expires_at', models.DateTimeField(blank=True, db_index=True, null=True)),
                 ('refresh_token_updated_at', models.DateTimeField(blank=True, null=True)),
                 ('last_refreshed_at', models.DateTimeField(blank=True, null=True)),
@@ -89,7 +89,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('description', models.CharField(blank=True, max_length=100)),
-                ('value', portal.encryption.EncryptedTextField()),
+                ('value', core.encryption.EncryptedTextField()),
                 ('hint', models.CharField(blank=True, help_text='The first characters, as the Azure portal shows.', max_length=3)),
                 ('expires_on', models.DateField(help_text="As shown in the Azure portal's Expires column.")),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),

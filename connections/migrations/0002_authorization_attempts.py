@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import portal.encryption
+import core.encryption
 from django.conf import settings
 from django.db import migrations, models
 
@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('state', models.CharField(max_length=64, unique=True)),
-                ('code_verifier', portal.encryption.EncryptedTextField(blank=True)),
+                ('code_verifier', core.encryption.EncryptedTextField(blank=True)),
                 ('nonce', models.CharField(blank=True, max_length=64)),
                 ('kind', models.CharField(choices=[('connect', 'Connect an account'), ('admin_consent', 'Admin consent')], default='connect', max_length=16)),
                 ('return_path', models.CharField(default='/', max_length=500)),

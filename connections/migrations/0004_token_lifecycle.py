@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import portal.encryption
+import core.encryption
 from django.conf import settings
 from django.db import migrations, models
 
@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('description', models.CharField(blank=True, max_length=100)),
                 ('certificate_pem', models.TextField(help_text='The public certificate (PEM).')),
-                ('private_key', portal.encryption.EncryptedTextField(help_text='The private key (PEM, unencrypted).')),
+                ('private_key', core.encryption.EncryptedTextField(help_text='The private key (PEM, unencrypted).')),
                 ('thumbprint_sha256', models.CharField(editable=False, max_length=64, verbose_name='x5t#S256')),
                 ('thumbprint_sha1', models.CharField(editable=False, max_length=40, verbose_name='Thumbprint (as the Azure portal shows it)')),
                 ('expires_on', models.DateField(editable=False)),

@@ -22,7 +22,7 @@ from connections.clouds import (
     is_specific_tenant,
 )
 from connections.models.tenants import Tenant
-from portal.encryption import EncryptedTextField
+from core.encryption import EncryptedTextField
 
 SECRET_WARNING_DAYS = 30
 EXPIRY_WARNING_DAYS = (30, 7, 1)

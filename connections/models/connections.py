@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from connections.models.apps import EntraApp
 from connections.models.tenants import Tenant
-from portal.encryption import EncryptedTextField
+from core.encryption import EncryptedTextField
 
 
 class Connection(models.Model):
@@ -24,6 +24,16 @@ class Connection(models.Model):
         APP_CREDENTIALS_BROKEN = "app_credentials_broken", "App credentials broken"
         DISABLED = "disabled", "Disabled"
         REVOKED = "revoked", "Disconnected"
+
+    # The statuses in which a connection's tokens are kept fresh and its jobs run. While the
+    # app's credentials are broken, tokens Microsoft already issued stay good until they expire.
+    LIVE_STATUSES = (Status.ACTIVE, Status.APP_CREDENTIALS_BROKEN)
+    # How each status looks wherever it is shown (core.formatting.TONE_COLOURS).
+    STATUS_TONES = {
+        Status.ACTIVE: "ok",
+        Status.RECONNECT_NEEDED: "bad",
+        Status.APP_CREDENTIALS_BROKEN: "bad",
+    }
 
     app = models.ForeignKey(EntraApp, on_delete=models.CASCADE, related_name="connections")
     user = models.ForeignKey(
@@ -82,6 +92,10 @@ class Connection(models.Model):
     @property
     def tenant(self) -> Tenant:
         return self.app.tenant
+
+    @property
+    def status_tone(self) -> str:
+        return self.STATUS_TONES.get(self.status, "none")
 
 
 class AuthorizationAttempt(models.Model):

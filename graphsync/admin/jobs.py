@@ -4,26 +4,18 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from connections.admin.badges import badge
+from connections.tenancy import TenantFilterForOperators, TenantScopedAdmin
+from core.formatting import badge, interval, short
 from graphsync import jobs, subscriptions
-from graphsync.admin.common import TenantFilterForOperators, changelist_link, short
+from graphsync.admin.common import changelist_link
 from graphsync.admin.runs import RecentRunsInline
 from graphsync.models import SyncJob
-from portal.tenancy import TenantScopedAdmin
 
 STATE_TONES = {
     SyncJob.State.IDLE: "ok",
     SyncJob.State.WAITING: "warn",
     SyncJob.State.FAILING: "bad",
 }
-
-
-def _duration(seconds: int) -> str:
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
 
 
 class SyncJobForm(forms.ModelForm):
@@ -161,8 +153,8 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
     def polling(self, obj: SyncJob) -> str:
         seconds = subscriptions.poll_interval(obj)
         if seconds == obj.interval_seconds:
-            return f"every {_duration(seconds)}"
-        return f"every {_duration(seconds)}: change notifications report the rest"
+            return f"every {interval(seconds)}"
+        return f"every {interval(seconds)}: change notifications report the rest"
 
     @admin.display(description="Cursor")
     def cursor_preview(self, obj: SyncJob) -> str:

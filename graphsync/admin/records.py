@@ -7,9 +7,9 @@ from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from graphsync.admin.common import TenantFilterForOperators, short
+from connections.tenancy import TenantFilterForOperators, TenantScopedAdmin
+from core.formatting import short
 from graphsync.models import Record
-from portal.tenancy import TenantScopedAdmin
 
 
 class CappedCountPaginator(Paginator):

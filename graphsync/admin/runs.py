@@ -3,10 +3,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.forms import BaseInlineFormSet
 
-from connections.admin.badges import badge
-from graphsync.admin.common import TenantFilterForOperators, short
+from connections.tenancy import TenantFilterForOperators, TenantScopedAdmin, TenantScopedInline
+from core.formatting import badge, short
 from graphsync.models import SyncRun
-from portal.tenancy import TenantScopedAdmin, TenantScopedInline
 
 OUTCOME_TONES = {
     SyncRun.Outcome.SUCCEEDED: "ok",

@@ -4,11 +4,10 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from connections.admin.badges import badge
+from connections.tenancy import TenantFilterForOperators, TenantScopedAdmin
+from core.formatting import badge, short
 from graphsync import subscriptions
-from graphsync.admin.common import TenantFilterForOperators, short
 from graphsync.models import Subscription
-from portal.tenancy import TenantScopedAdmin
 
 STATUS_TONES = {
     Subscription.Status.ACTIVE: "ok",

@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import portal.encryption
+import core.encryption
 from django.db import migrations, models
 
 
@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('graph_id', models.CharField(blank=True, max_length=100, null=True, unique=True)),
                 ('resource', models.CharField(max_length=300)),
                 ('change_types', models.CharField(max_length=50)),
-                ('client_state', portal.encryption.EncryptedTextField()),
+                ('client_state', core.encryption.EncryptedTextField()),
                 ('status', models.CharField(choices=[('active', 'Active'), ('failed', 'Failed (retried by beat)'), ('removed', 'Removed by Microsoft (recreated by beat)')], default='active', max_length=10)),
                 ('expires_at', models.DateTimeField(blank=True, db_index=True, null=True)),
                 ('last_notification_at', models.DateTimeField(blank=True, null=True)),

@@ -16,6 +16,7 @@ from django.utils import timezone
 from connections import credentials, tokens
 from connections.models import AuditEvent, ClientSecret, Connection, EntraApp
 from connections.tasks import refresh_connection
+from core import keys
 from tests.conftest import ADELE, MS_CLIENT_ID, MS_SECRET_ID, MS_TENANT
 from tests.flows import connected
 
@@ -172,7 +173,7 @@ def test_a_failed_database_write_keeps_the_new_refresh_token(microsoft, adele, m
     stored = Connection.objects.get(pk=adele.pk)
     assert stored.status == Connection.Status.ACTIVE
     assert refreshes(microsoft) == 2
-    assert not redis.Redis.from_url(settings.REDIS_URL).exists(tokens._pending_key(adele.pk))
+    assert not redis.Redis.from_url(settings.REDIS_URL).exists(keys.token_pending(adele.pk))
 
 
 def test_keepalive_refreshes_an_idle_refresh_token(microsoft, adele):

@@ -15,6 +15,7 @@ from django.conf import settings as django_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from core import keys
 from graphsync import engine, notifications, subscriptions
 from graphsync.models import Record, Resource, Subscription, SyncJob, SyncRun
 from tests.conftest import ADELE
@@ -31,7 +32,7 @@ def inbox(client, portal, microsoft, contoso) -> SyncJob:
     job = SyncJob.objects.get(connection=adele, resource=Resource.MAIL, folder="inbox")
     assert engine.run(job.pk).run.outcome == SyncRun.Outcome.SUCCEEDED
     assert subscriptions.ensure(job.pk) == "created"
-    pending = notifications.pending_key(job.pk)
+    pending = keys.notified(job.pk)
     redis.Redis.from_url(django_settings.REDIS_URL).delete(pending)
     return job
 
@@ -127,9 +128,7 @@ def test_a_wrong_client_state_is_dropped_and_logged_without_secrets(caplog, micr
     assert delivery["status"] == 202  # acknowledged: the sender learns nothing
 
     assert Subscription.objects.get(pk=sub.pk).notification_count == 0
-    assert not redis.Redis.from_url(django_settings.REDIS_URL).exists(
-        notifications.pending_key(inbox.pk)
-    )
+    assert not redis.Redis.from_url(django_settings.REDIS_URL).exists(keys.notified(inbox.pk))
     assert f"wrong clientState for subscription '{sub.graph_id}'" in caplog.text
     assert genuine not in caplog.text and "a-different-secret" not in caplog.text
 
@@ -210,7 +209,7 @@ def test_a_directory_change_reaches_an_app_only_connection(
     assert engine.run(users.pk).run.outcome == SyncRun.Outcome.SUCCEEDED
     assert subscriptions.ensure(users.pk) == "created"
     assert Subscription.objects.get(job=users).resource == "users"
-    redis.Redis.from_url(django_settings.REDIS_URL).delete(notifications.pending_key(users.pk))
+    redis.Redis.from_url(django_settings.REDIS_URL).delete(keys.notified(users.pk))
 
     microsoft.control.update_user(ADELE, job_title="Chief Listening Officer")
     record = wait_for(

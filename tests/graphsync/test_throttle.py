@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
+from core.backoff import full_jitter
 from graphsync.throttle import (
     Budget,
     Grant,
@@ -22,7 +23,6 @@ from graphsync.throttle import (
     Throttle,
     ThrottleWait,
     Wait,
-    backoff_seconds,
     directory_cost,
     retry_after_seconds,
 )
@@ -353,12 +353,12 @@ def test_retry_after_accepts_seconds_fractions_and_http_dates(header, seconds):
 def test_backoff_is_full_jitter_under_an_exponential_ceiling():
     rng = random.Random(7)
     for attempt, ceiling in [(1, 0.5), (2, 1.0), (4, 4.0), (8, 60.0), (5000, 60.0)]:
-        delays = [backoff_seconds(attempt, rng=rng) for _ in range(200)]
+        delays = [full_jitter(attempt, rng=rng) for _ in range(200)]
         assert all(0 <= delay <= ceiling for delay in delays)
         assert max(delays) > 0.8 * ceiling
         assert min(delays) < 0.2 * ceiling
     with pytest.raises(ValueError):
-        backoff_seconds(0)
+        full_jitter(0)
 
 
 def test_budgets_follow_the_graph_limits():

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from connections.models import ClientSecret, Connection
-from portal.encryption import UndecryptableValue
+from core.encryption import UndecryptableValue
 
 
 def raw(table: str, column: str, pk: int) -> str:

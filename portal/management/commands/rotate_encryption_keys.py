@@ -8,7 +8,7 @@ value written meanwhile (already under the newest key) is never overwritten with
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 
-from portal import encryption
+from core import encryption
 
 
 class Command(BaseCommand):

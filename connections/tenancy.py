@@ -1,4 +1,5 @@
-"""Tenant scoping for the admin: a tenant administrator sees and edits only their own tenant.
+"""Tenant scoping for the admin and the portal: a tenant administrator sees and edits only their
+own tenant, and an operator may filter every list by tenant.
 
 Every scoped ModelAdmin names the lookup path from its model to the Tenant. Querysets, object
 permissions, foreign-key choices and hand-typed URLs all go through it, so another tenant's row
@@ -7,11 +8,12 @@ is never listed, never offered as a choice, and a URL naming one answers 404.
 
 from __future__ import annotations
 
-from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Model, QuerySet
 from django.http import Http404
+
+from connections.models import Connection, EntraApp, Tenant
 
 
 def admin_tenant(user):
@@ -32,9 +34,9 @@ def member_tenant(user):
 def _tenant_paths() -> dict[type[Model], str]:
     """How each tenant-owned model reaches its Tenant (for foreign-key choices)."""
     return {
-        apps.get_model("connections", "Tenant"): "pk",
-        apps.get_model("connections", "EntraApp"): "tenant",
-        apps.get_model("connections", "Connection"): "app__tenant",
+        Tenant: "pk",
+        EntraApp: "tenant",
+        Connection: "app__tenant",
         get_user_model(): "membership__tenant",
     }
 
@@ -46,7 +48,7 @@ def _scope_choices(field, db_field, request):
     tenant = admin_tenant(request.user)
     queryset = field.queryset.filter(**{lookup: tenant.pk}) if tenant else field.queryset.none()
     field.queryset = queryset
-    if db_field.related_model is apps.get_model("connections", "Tenant"):
+    if db_field.related_model is Tenant:
         field.initial = tenant
         field.empty_label = None
     return field
@@ -154,3 +156,11 @@ class TenantScopedInline:
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
         return _scope_choices(field, db_field, request)
+
+
+class TenantFilterForOperators:
+    """Only operators see every tenant; a tenant administrator's lists hold one already."""
+
+    def get_list_filter(self, request):
+        filters = list(super().get_list_filter(request))
+        return ["tenant", *filters] if request.user.is_superuser else filters

@@ -1,0 +1,37 @@
+"""Every Redis key Graphport writes, named in one place.
+
+All keys share one prefix, so an operator can tell Graphport's keys from others in a shared Redis
+and tests can clear them by pattern. Each function says what the key holds and who owns it.
+"""
+
+from __future__ import annotations
+
+PREFIX = "graphport:"
+
+#: throttle budgets, leases and cooldowns (graphsync.throttle); the scope and part follow
+THROTTLE_PREFIX = f"{PREFIX}throttle:"
+
+
+def token_refresh_lock(connection_id: int) -> str:
+    """The lock held while one worker refreshes a connection's tokens."""
+    return f"{PREFIX}token-refresh:{connection_id}"
+
+
+def token_pending(connection_id: int) -> str:
+    """A token response received but not yet stored (encrypted write-ahead copy)."""
+    return f"{PREFIX}token-pending:{connection_id}"
+
+
+def token_queued(connection_id: int) -> str:
+    """Set while a refresh of the connection waits in the queue, so beat does not add another."""
+    return f"{PREFIX}token-queued:{connection_id}"
+
+
+def subscription_lock(job_id: int) -> str:
+    """The lock held while a job's change-notification subscription is created or renewed."""
+    return f"{PREFIX}subscription:{job_id}"
+
+
+def notified(job_id: int) -> str:
+    """Set while a notification-triggered run of the job is queued: a burst becomes one run."""
+    return f"{PREFIX}notified:{job_id}"
