@@ -9,7 +9,6 @@ from django.db.models import F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from connections.models import Connection
 from graphsync.models import SyncJob
 
 PER_TENANT = 50  # jobs of one tenant per tick, before the next tenant's
@@ -17,7 +16,6 @@ PER_TICK = 2000
 # A queued job is not dispatched again for this long; its run sets the real next time.
 QUEUED_GRACE = timedelta(minutes=10)
 BATCH_GROUP = 4
-RUNNABLE = (Connection.Status.ACTIVE, Connection.Status.APP_CREDENTIALS_BROKEN)
 
 
 def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
@@ -25,7 +23,8 @@ def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
     oldest first), and marked queued."""
     now = now or timezone.now()
     ranked = (
-        SyncJob.objects.filter(enabled=True, next_run_at__lte=now, connection__status__in=RUNNABLE)
+        SyncJob.objects.runnable()
+        .filter(next_run_at__lte=now)
         .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
         .filter(Q(cooldown_until__isnull=True) | Q(cooldown_until__lte=now))
         .annotate(
@@ -36,9 +35,7 @@ def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
         .values_list("pk", "connection_id", "cursor_is_delta")[:PER_TICK]
     )
     rows = list(ranked)
-    SyncJob.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
-        state=SyncJob.State.QUEUED, next_run_at=now + QUEUED_GRACE
-    )
+    SyncJob.objects.filter(pk__in=[pk for pk, _, _ in rows]).mark_queued(now + QUEUED_GRACE)
     return rows
 
 

@@ -12,20 +12,20 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import asdict
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from connections import tokens
 from connections.identity import FailureClass
 from core import backoff
-from graphsync import resources, store, subscriptions
+from graphsync import resources, store
 from graphsync.client import (
     AccessDenied,
     BatchItem,
@@ -38,7 +38,8 @@ from graphsync.client import (
     SyncStateExpired,
     error_for,
 )
-from graphsync.models import MAILBOX_RESOURCES, Record, SyncJob, SyncRun
+from graphsync.models import MAILBOX_RESOURCES, SyncJob, SyncRun
+from graphsync.scheduling import Outcome, poll_interval
 from graphsync.throttle import RETRYABLE_STATUSES, ThrottleWait
 
 logger = logging.getLogger(__name__)
@@ -48,73 +49,24 @@ class LeaseLost(Exception):
     """Another worker took the job (our lease had run out): stop without writing."""
 
 
-@dataclass
-class Outcome:
-    run: SyncRun | None
-    retry_in: float | None = None  # deferred: run again after this many seconds
-    skipped: str = ""  # why nothing ran (the job is leased or disabled)
-    lease_left: float | None = None  # when skipped for a lease: seconds until it runs out
-
-
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _lease() -> timedelta:
-    return timedelta(seconds=settings.GRAPH_JOB_LEASE_SECONDS)
-
-
-def claim(job_id: int, worker: str) -> SyncJob | None:
-    now = timezone.now()
-    claimed = (
-        SyncJob.objects.filter(pk=job_id, enabled=True)
-        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
-        .update(
-            lease_owner=worker,
-            lease_expires_at=now + _lease(),
-            state=SyncJob.State.RUNNING,
-            last_run_at=now,
-        )
-    )
-    if not claimed:
-        return None
-    return SyncJob.objects.select_related("connection", "connection__app").get(pk=job_id)
-
-
-def _release(job: SyncJob, worker: str, **fields) -> None:
-    SyncJob.objects.filter(pk=job.pk, lease_owner=worker).update(
-        lease_owner="", lease_expires_at=None, **fields
-    )
-
-
 def _skipped(job_id: int) -> Outcome:
-    held = (
-        SyncJob.objects.filter(pk=job_id, enabled=True)
-        .values_list("lease_expires_at", flat=True)
-        .first()
-    )
-    if held is None:
+    job = SyncJob.objects.filter(pk=job_id, enabled=True).only("lease_expires_at").first()
+    left = job.lease_left() if job else None
+    if left is None:
         return Outcome(None, skipped="disabled or gone")
-    left = max((held - timezone.now()).total_seconds(), 0.0)
     return Outcome(None, skipped="leased by another worker", lease_left=left)
-
-
-def _open_run(job: SyncJob, trigger: str, worker: str) -> SyncRun:
-    # A run still "running" here belonged to a worker that died: this run carries it on.
-    SyncRun.objects.filter(job=job, outcome=SyncRun.Outcome.RUNNING).update(
-        outcome=SyncRun.Outcome.INTERRUPTED, finished_at=timezone.now()
-    )
-    return SyncRun.objects.create(
-        job=job, tenant_id=job.tenant_id, trigger=trigger, worker=worker[:100]
-    )
 
 
 def run(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, worker: str | None = None) -> Outcome:
     worker = worker or worker_id()
-    job = claim(job_id, worker)
+    job = SyncJob.objects.claim(job_id, worker)
     if job is None:
         return _skipped(job_id)
-    run_ = _open_run(job, trigger, worker)
+    run_ = SyncRun.objects.open(job, trigger, worker)
     client = GraphClient(job.connection, Meter())
     try:
         return _execute(job, run_, client, worker)
@@ -134,71 +86,98 @@ def _execute(
     meter = client.meter
     try:
         _follow(job, run_, client, worker, first)
-    except ThrottleWait as wait:
-        seconds = max(wait.seconds, 0.5)
-        _finish(
-            run_,
-            meter,
-            SyncRun.Outcome.DEFERRED,
-            f"Throttled ({wait.reason} on {wait.scope}): continuing in {seconds:.1f} s.",
-        )
-        _release(
-            job,
-            worker,
-            state=SyncJob.State.WAITING,
-            next_run_at=timezone.now() + timedelta(seconds=seconds),
-        )
-        return Outcome(run_, retry_in=seconds)
-    except LeaseLost:
-        _finish(run_, meter, SyncRun.Outcome.INTERRUPTED, "Lease lost to another worker.")
-        return Outcome(run_)
-    except AccessDenied as exc:
-        reason = f"Missing permission ({exc.code}): {exc.message}"
-        _finish(run_, meter, SyncRun.Outcome.FAILED, reason)
-        _release(
-            job,
-            worker,
-            state=SyncJob.State.DISABLED,
-            enabled=False,
-            disabled_reason=reason,
-            last_error=reason,
-        )
-        return Outcome(run_)
-    except MailboxNotEnabled as exc:
-        reason = "The user has no Exchange Online mailbox (MailboxNotEnabledForRESTAPI)."
-        _finish(run_, meter, SyncRun.Outcome.FAILED, reason)
-        _release(job, worker, last_error=reason)
-        SyncJob.objects.filter(connection=job.connection, resource__in=MAILBOX_RESOURCES).update(
-            enabled=False, state=SyncJob.State.DISABLED, disabled_reason=reason
-        )
-        logger.info("mailbox jobs of connection %s disabled: %s", job.connection_id, exc)
-        return Outcome(run_)
-    except tokens.TokenUnavailable as exc:
-        return _failed(
-            job,
-            run_,
-            meter,
-            worker,
-            f"No token: {exc}",
-            exc.retry_in if exc.failure_class == FailureClass.TRANSIENT else job.interval_seconds,
-        )
-    except GraphError as exc:
-        return _failed(job, run_, meter, worker, str(exc), None)
     except Exception as exc:
-        _failed(job, run_, meter, worker, f"{type(exc).__name__}: {exc}", None)
+        for kind, end in ENDINGS:
+            if isinstance(exc, kind):
+                return end(job, run_, meter, worker, exc)
+        _failed(job, run_, meter, worker, f"{type(exc).__name__}: {exc}")
         raise
-    _finish(run_, meter, SyncRun.Outcome.SUCCEEDED, "")
+    run_.finish(SyncRun.Outcome.SUCCEEDED, **asdict(meter))
     now = timezone.now()
-    _release(
-        job,
+    job.release(
         worker,
         state=SyncJob.State.IDLE,
         failure_streak=0,
         last_error="",
         last_success_at=now,
-        next_run_at=now + timedelta(seconds=subscriptions.poll_interval(job)),
+        next_run_at=now + timedelta(seconds=poll_interval(job)),
     )
     return Outcome(run_)
+
+
+# --- how a run ends, by what stopped it ---------------------------------------------------------
+
+
+def _deferred(job, run_, meter, worker, wait: ThrottleWait) -> Outcome:
+    """Throttled for longer than a worker should sleep: the task comes back later."""
+    seconds = max(wait.seconds, 0.5)
+    error = f"Throttled ({wait.reason} on {wait.scope}): continuing in {seconds:.1f} s."
+    run_.finish(SyncRun.Outcome.DEFERRED, error, **asdict(meter))
+    job.release(
+        worker,
+        state=SyncJob.State.WAITING,
+        next_run_at=timezone.now() + timedelta(seconds=seconds),
+    )
+    return Outcome(run_, retry_in=seconds)
+
+
+def _interrupted(job, run_, meter, worker, exc: LeaseLost) -> Outcome:
+    run_.finish(SyncRun.Outcome.INTERRUPTED, "Lease lost to another worker.", **asdict(meter))
+    return Outcome(run_)
+
+
+def _denied(job, run_, meter, worker, exc: AccessDenied) -> Outcome:
+    reason = f"Missing permission ({exc.code}): {exc.message}"
+    run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
+    job.release(worker, **SyncJob.disabled_fields(reason), last_error=reason)
+    return Outcome(run_)
+
+
+def _no_mailbox(job, run_, meter, worker, exc: MailboxNotEnabled) -> Outcome:
+    reason = "The user has no Exchange Online mailbox (MailboxNotEnabledForRESTAPI)."
+    run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
+    job.release(worker, last_error=reason)
+    SyncJob.objects.filter(connection=job.connection, resource__in=MAILBOX_RESOURCES).disable(
+        reason
+    )
+    logger.info("mailbox jobs of connection %s disabled: %s", job.connection_id, exc)
+    return Outcome(run_)
+
+
+def _no_token(job, run_, meter, worker, exc: tokens.TokenUnavailable) -> Outcome:
+    transient = exc.failure_class == FailureClass.TRANSIENT
+    retry_in = exc.retry_in if transient else job.interval_seconds
+    return _failed(job, run_, meter, worker, f"No token: {exc}", retry_in)
+
+
+def _graph_failed(job, run_, meter, worker, exc: GraphError) -> Outcome:
+    return _failed(job, run_, meter, worker, str(exc))
+
+
+def _failed(job, run_, meter, worker, error: str, retry_in: float | None = None) -> Outcome:
+    streak = job.failure_streak + 1
+    delay = retry_in if retry_in is not None else backoff.full_jitter(streak, base=30, cap=3600)
+    run_.finish(SyncRun.Outcome.FAILED, error, **asdict(meter))
+    job.release(
+        worker,
+        state=SyncJob.State.FAILING,
+        failure_streak=streak,
+        last_error=error,
+        next_run_at=timezone.now() + timedelta(seconds=max(delay, 1)),
+    )
+    return Outcome(run_)
+
+
+# What stops a run, and how the run and its job end then; the first match wins. Anything else is
+# a bug: the run fails, and the exception goes on to the task's log.
+ENDINGS: tuple[tuple[type[Exception], Callable[..., Outcome]], ...] = (
+    (ThrottleWait, _deferred),
+    (LeaseLost, _interrupted),
+    (AccessDenied, _denied),
+    (MailboxNotEnabled, _no_mailbox),
+    (tokens.TokenUnavailable, _no_token),
+    (GraphError, _graph_failed),
+)
 
 
 def run_connection(
@@ -209,11 +188,11 @@ def run_connection(
     with more to follow, an item throttled or failed, carries on alone. Outcomes come in the
     order of `job_ids`."""
     worker = worker or worker_id()
-    claimed = [job for job in (claim(pk, worker) for pk in job_ids) if job is not None]
+    claimed = [job for job in (SyncJob.objects.claim(pk, worker) for pk in job_ids) if job]
     outcomes = {pk: _skipped(pk) for pk in job_ids if pk not in {job.pk for job in claimed}}
     if claimed:
         client = GraphClient(claimed[0].connection, Meter())
-        runs = {job.pk: _open_run(job, trigger, worker) for job in claimed}
+        runs = {job.pk: SyncRun.objects.open(job, trigger, worker) for job in claimed}
         meters = {job.pk: Meter() for job in claimed}
         try:
             firsts = _batch_first_pages(client, claimed, worker, runs, meters)
@@ -234,7 +213,7 @@ def _batch_first_pages(client, jobs, worker, runs, meters) -> dict[int, Page | G
         spec = resources.spec(job.resource)
         if not job.cursor:
             _start_round(job, worker)
-            SyncRun.objects.filter(pk=runs[job.pk].pk).update(full_resync=True)
+            runs[job.pk].mark_full_resync()
         url = job.cursor or spec.first_url(job, client.base)
         cost = spec.cost_next if job.cursor_is_delta else spec.cost_first
         items.append(BatchItem(str(job.pk), url, spec.headers(job)))
@@ -265,45 +244,6 @@ def _header(headers: dict[str, str], name: str) -> str | None:
     return None
 
 
-def _failed(job, run_, meter, worker, error: str, retry_in: float | None) -> Outcome:
-    streak = job.failure_streak + 1
-    delay = retry_in if retry_in is not None else backoff.full_jitter(streak, base=30, cap=3600)
-    _finish(run_, meter, SyncRun.Outcome.FAILED, error)
-    _release(
-        job,
-        worker,
-        state=SyncJob.State.FAILING,
-        failure_streak=streak,
-        last_error=error,
-        next_run_at=timezone.now() + timedelta(seconds=max(delay, 1)),
-    )
-    return Outcome(run_)
-
-
-def recount(job_id: int) -> None:
-    """The exact number of live records. commit_page moves the count page by page; a record
-    that comes back after a deletion is counted as updated there, so a run that wrote anything
-    ends with a recount (one index scan of the job's rows)."""
-    live = Record.objects.filter(job=OuterRef("pk"), deleted_at__isnull=True).values("job")
-    SyncJob.objects.filter(pk=job_id).update(
-        live_count=Coalesce(Subquery(live.annotate(n=Count("pk")).values("n")), 0)
-    )
-
-
-def _finish(run_: SyncRun, meter: Meter, outcome: str, error: str) -> None:
-    SyncRun.objects.filter(pk=run_.pk).update(
-        outcome=outcome,
-        error=error,
-        finished_at=timezone.now(),
-        requests=meter.requests,
-        throttled=meter.throttled,
-        seconds_waited=meter.seconds_waited,
-    )
-    run_.refresh_from_db()
-    if run_.created or run_.updated or run_.deleted:
-        recount(run_.job_id)
-
-
 def _start_round(job: SyncJob, worker: str, location: str | None = None) -> None:
     """A round from scratch (first sync, reset, or expired delta): a resync whose end marks
     what it did not see again as deleted."""
@@ -311,10 +251,13 @@ def _start_round(job: SyncJob, worker: str, location: str | None = None) -> None
     job.cursor_is_delta = False
     job.resyncing = True
     job.generation += 1
-    updated = SyncJob.objects.filter(pk=job.pk, lease_owner=worker).update(
-        cursor=job.cursor, cursor_is_delta=False, resyncing=True, generation=job.generation
-    )
-    if not updated:
+    if not job.write_held(
+        worker,
+        cursor=job.cursor,
+        cursor_is_delta=False,
+        resyncing=True,
+        generation=job.generation,
+    ):
         raise LeaseLost
 
 
@@ -329,7 +272,7 @@ def _follow(
     resynced = False
     if not job.cursor and first is None and not job.resyncing:
         _start_round(job, worker)
-        SyncRun.objects.filter(pk=run_.pk).update(full_resync=True)
+        run_.mark_full_resync()
     page = first if isinstance(first, Page) else None
     failure = first if isinstance(first, GraphError) else None
     ahead: Future[Page] | None = None  # the page after `page`, already on its way
@@ -352,7 +295,7 @@ def _follow(
                 resynced = True
                 logger.info("job %s: sync state expired (%s), resyncing", job.pk, exc.code)
                 _start_round(job, worker, exc.location)
-                SyncRun.objects.filter(pk=run_.pk).update(full_resync=True)
+                run_.mark_full_resync()
                 continue
         if spec.delta and page.next_link and not page.delta_link:
             # Fetch the next page while this one is written. Only reading runs ahead: the
@@ -376,25 +319,15 @@ def commit_page(
         fields = {
             "cursor": (page.next_link or page.delta_link or "") if spec.delta else "",
             "cursor_is_delta": bool(page.delta_link),
-            "lease_expires_at": now + _lease(),
+            "lease_expires_at": now + SyncJob.lease(),
         }
         if ended and job.resyncing:
             counts.deleted += store.finish_resync(job, now)
             fields["resyncing"] = False
         moved = F("live_count") + counts.created - counts.deleted
-        if not SyncJob.objects.filter(pk=job.pk, lease_owner=worker).update(
-            **fields, live_count=Greatest(moved, 0)
-        ):
+        if not job.write_held(worker, **fields, live_count=Greatest(moved, 0)):
             raise LeaseLost
-        SyncRun.objects.filter(pk=run_.pk).update(
-            pages=F("pages") + 1,
-            created=F("created") + counts.created,
-            updated=F("updated") + counts.updated,
-            deleted=F("deleted") + counts.deleted,
-            requests=meter.requests,
-            throttled=meter.throttled,
-            seconds_waited=meter.seconds_waited,
-        )
+        run_.add_page(counts.created, counts.updated, counts.deleted, **asdict(meter))
     for name, value in fields.items():
         setattr(job, name, value)
     return ended

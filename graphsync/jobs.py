@@ -39,42 +39,5 @@ def ensure_jobs(connection: Connection) -> list[SyncJob]:
                 defaults={"tenant_id": connection.app.tenant_id, "next_run_at": now},
             )
         jobs = list(SyncJob.objects.filter(connection=connection, enabled=True))
-        SyncJob.objects.filter(pk__in=[j.pk for j in jobs]).update(next_run_at=now)
+        SyncJob.objects.filter(pk__in=[j.pk for j in jobs]).make_due(now)
     return jobs
-
-
-def stop_jobs(connection: Connection, reason: str) -> int:
-    return SyncJob.objects.filter(connection=connection, enabled=True).update(
-        enabled=False, state=SyncJob.State.DISABLED, disabled_reason=reason
-    )
-
-
-def run_now(job: SyncJob, trigger: str = "manual") -> None:
-    """Enqueue a run at once (after the current transaction commits)."""
-    from graphsync.tasks import run_job
-
-    SyncJob.objects.filter(pk=job.pk).update(next_run_at=timezone.now())
-    transaction.on_commit(lambda: run_job.delay(job.pk, trigger))
-
-
-def reset_to_full_resync(job: SyncJob) -> None:
-    """Forget the delta cursor: the next run reads everything again, and marks what Graph no
-    longer returns as deleted."""
-    SyncJob.objects.filter(pk=job.pk).update(cursor="", cursor_is_delta=False)
-    run_now(job, "resync")
-
-
-def enable(job: SyncJob) -> None:
-    SyncJob.objects.filter(pk=job.pk).update(
-        enabled=True,
-        state=SyncJob.State.IDLE,
-        disabled_reason="",
-        failure_streak=0,
-        next_run_at=timezone.now(),
-    )
-
-
-def disable(job: SyncJob, reason: str) -> None:
-    SyncJob.objects.filter(pk=job.pk).update(
-        enabled=False, state=SyncJob.State.DISABLED, disabled_reason=reason
-    )

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
 from django.db import models
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from connections.models import Connection, Tenant
@@ -42,8 +48,56 @@ class Resource(models.TextChoices):
 MAILBOX_RESOURCES = (Resource.MAIL, Resource.CALENDAR, Resource.CONTACTS)
 
 
+class SyncJobQuerySet(models.QuerySet):
+    """State changes of many jobs at once; SyncJob's methods apply them to one."""
+
+    def runnable(self) -> SyncJobQuerySet:
+        """Enabled jobs of connections whose tokens are kept fresh."""
+        return self.filter(enabled=True, connection__status__in=Connection.LIVE_STATUSES)
+
+    def make_due(self, at: datetime | None = None) -> int:
+        return self.update(next_run_at=at or timezone.now())
+
+    def mark_queued(self, until: datetime) -> int:
+        """Handed to a worker: not dispatched again before `until` (the run sets the real next
+        time)."""
+        return self.update(state=SyncJob.State.QUEUED, next_run_at=until)
+
+    def disable(self, reason: str) -> int:
+        return self.update(**SyncJob.disabled_fields(reason))
+
+    def recount(self) -> int:
+        """The exact number of live records of each job (one index scan of its rows)."""
+        live = Record.objects.filter(job=OuterRef("pk"), deleted_at__isnull=True).values("job")
+        return self.update(
+            live_count=Coalesce(Subquery(live.annotate(n=Count("pk")).values("n")), 0)
+        )
+
+    def claim(self, job_id: int, worker: str) -> SyncJob | None:
+        """Take the job's lease with a conditional UPDATE. None when another worker holds it
+        or the job is disabled; a dead worker's lease runs out, and then anyone may claim it."""
+        now = timezone.now()
+        claimed = (
+            self.filter(pk=job_id, enabled=True)
+            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+            .update(
+                lease_owner=worker,
+                lease_expires_at=now + SyncJob.lease(),
+                state=SyncJob.State.RUNNING,
+                last_run_at=now,
+            )
+        )
+        if not claimed:
+            return None
+        return self.select_related("connection", "connection__app").get(pk=job_id)
+
+
 class SyncJob(models.Model):
-    """One resource kept in sync for one connection."""
+    """One resource kept in sync for one connection.
+
+    Its state changes are written here and only here: a worker claims the job's lease, writes
+    while it holds it, and releases it with the state the run ended in; the admin enables and
+    disables; the scheduler makes it due."""
 
     class State(models.TextChoices):
         IDLE = "idle", "Idle"
@@ -86,6 +140,8 @@ class SyncJob(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = SyncJobQuerySet.as_manager()
+
     class Meta:
         ordering = ["connection", "resource", "folder"]
         constraints = [
@@ -98,6 +154,58 @@ class SyncJob(models.Model):
     def __str__(self) -> str:
         folder = f" {self.folder}" if self.folder else ""
         return f"{self.get_resource_display()}{folder} of {self.connection}"
+
+    @staticmethod
+    def lease() -> timedelta:
+        """How long a claim lasts without progress: a dead worker's job is free after it."""
+        return timedelta(seconds=settings.GRAPH_JOB_LEASE_SECONDS)
+
+    @staticmethod
+    def disabled_fields(reason: str) -> dict[str, Any]:
+        return {"enabled": False, "state": SyncJob.State.DISABLED, "disabled_reason": reason}
+
+    def _self(self) -> SyncJobQuerySet:
+        return SyncJob.objects.filter(pk=self.pk)
+
+    def disable(self, reason: str) -> None:
+        self._self().disable(reason)
+
+    def enable(self) -> None:
+        self._self().update(
+            enabled=True,
+            state=SyncJob.State.IDLE,
+            disabled_reason="",
+            failure_streak=0,
+            next_run_at=timezone.now(),
+        )
+
+    def forget_cursor(self) -> None:
+        """The next run reads everything again (a full resync)."""
+        self._self().update(cursor="", cursor_is_delta=False)
+
+    def write_held(self, worker: str, **fields: Any) -> bool:
+        """Write `fields` while `worker` holds the lease; False when it has lost it."""
+        return bool(self._self().filter(lease_owner=worker).update(**fields))
+
+    def release(self, worker: str, **fields: Any) -> bool:
+        """Give the lease up, writing the state the run ended in."""
+        return self.write_held(worker, lease_owner="", lease_expires_at=None, **fields)
+
+    def lease_left(self) -> float | None:
+        """Seconds until the current lease runs out (0 when it has)."""
+        if self.lease_expires_at is None:
+            return None
+        return max((self.lease_expires_at - timezone.now()).total_seconds(), 0.0)
+
+
+class SyncRunQuerySet(models.QuerySet):
+    def open(self, job: SyncJob, trigger: str, worker: str) -> SyncRun:
+        """Start a run of a job whose lease `worker` holds."""
+        # A run still "running" here belonged to a worker that died: this run carries it on.
+        self.filter(job=job, outcome=SyncRun.Outcome.RUNNING).update(
+            outcome=SyncRun.Outcome.INTERRUPTED, finished_at=timezone.now()
+        )
+        return self.create(job=job, tenant_id=job.tenant_id, trigger=trigger, worker=worker[:100])
 
 
 class SyncRun(models.Model):
@@ -137,6 +245,8 @@ class SyncRun(models.Model):
     seconds_waited = models.FloatField(default=0)
     error = models.TextField(blank=True)
 
+    objects = SyncRunQuerySet.as_manager()
+
     class Meta:
         ordering = ["-started_at", "-id"]
         indexes = [models.Index(fields=["job", "-started_at"], name="syncrun_job_recent")]
@@ -148,6 +258,31 @@ class SyncRun(models.Model):
     def duration(self) -> float | None:
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
+
+    def _self(self) -> models.QuerySet:
+        return SyncRun.objects.filter(pk=self.pk)
+
+    def mark_full_resync(self) -> None:
+        self._self().update(full_resync=True)
+
+    def add_page(self, created: int, updated: int, deleted: int, **figures: Any) -> None:
+        """Count one committed page; `figures` are the run's requests, throttled responses and
+        seconds waited so far."""
+        self._self().update(
+            pages=F("pages") + 1,
+            created=F("created") + created,
+            updated=F("updated") + updated,
+            deleted=F("deleted") + deleted,
+            **figures,
+        )
+
+    def finish(self, outcome: str, error: str = "", **figures: Any) -> None:
+        """End the run. A run that wrote anything recounts its job's live records: pages move
+        the count as they go, but a record back after a deletion counts as updated there."""
+        self._self().update(outcome=outcome, error=error, finished_at=timezone.now(), **figures)
+        self.refresh_from_db()
+        if self.created or self.updated or self.deleted:
+            SyncJob.objects.filter(pk=self.job_id).recount()
 
 
 class Record(models.Model):

@@ -2,13 +2,7 @@
 
 The webhook views (graphsync.webhooks) must answer Microsoft within three seconds, so nothing here
 calls Graph: a notification is checked (known subscription, equal clientState), counted, and
-becomes at most one queued run per job.
-
-Coalescing: a Redis key per job, set with NX, means "a notification run is queued". Only the
-notification that sets it enqueues a run, a short delay later, so a burst becomes one run. The run
-that ends deletes the key, then asks whether a notification arrived after it started: such a
-change may have come after its delta request, so one more run follows (`settle`). The key
-carries a TTL only so that a lost task cannot silence a job for long.
+becomes at most one queued run per job (graphsync.scheduling coalesces a burst into one run).
 """
 
 from __future__ import annotations
@@ -18,23 +12,17 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from core import keys, redis_client
-from graphsync.models import Subscription, SyncRun
+from graphsync.models import Subscription
+from graphsync.scheduling import handle_lifecycle, request_run
 from graphsync.subscriptions import LIFECYCLE_EVENTS
 
-if TYPE_CHECKING:
-    from graphsync.engine import Outcome
-
 logger = logging.getLogger(__name__)
-
-PENDING_TTL_SECONDS = 15 * 60
 
 
 @dataclass
@@ -104,8 +92,6 @@ def receive_changes(items: list[dict[str, Any]]) -> Delivery:
 
 def receive_lifecycle(items: list[dict[str, Any]]) -> Delivery:
     """`missed` needs only a catch-up run; the others call Graph, so a task takes them."""
-    from graphsync.tasks import handle_lifecycle
-
     delivery = Delivery()
     for item, sub in _verified(items, delivery):
         event = item.get("lifecycleEvent")
@@ -121,46 +107,5 @@ def receive_lifecycle(items: list[dict[str, Any]]) -> Delivery:
             if request_run(sub.job_id):
                 delivery.runs.append(sub.job_id)
         else:
-            handle_lifecycle.delay(sub.graph_id, event)
+            handle_lifecycle(sub.graph_id, event)
     return delivery
-
-
-def request_run(job_id: int) -> bool:
-    """Queue one notification run of the job unless one is queued already. True if queued."""
-    from graphsync.tasks import run_job
-
-    key = keys.notified(job_id)
-    if not redis_client.shared().set(key, "1", nx=True, ex=PENDING_TTL_SECONDS):
-        return False
-    try:
-        run_job.apply_async(
-            (job_id, SyncRun.Trigger.NOTIFICATION),
-            countdown=settings.GRAPH_NOTIFICATION_DELAY_SECONDS,
-        )
-    except Exception:
-        # or every later notification would wait for a run never queued
-        redis_client.shared().delete(key)
-        raise
-    return True
-
-
-def settle(job_id: int, outcome: Outcome) -> bool:
-    """After a run of the job (whatever its trigger): let the next notification queue a run,
-    and queue one now if a notification arrived while this run was under way. Returns True
-    when it queued one."""
-    if outcome.run is None:
-        if outcome.lease_left is None:  # disabled or gone: nothing will run
-            redis_client.shared().delete(keys.notified(job_id))
-        # Leased: the run holding the job settles when it ends, and sees our notification.
-        return False
-    if outcome.retry_in is not None:
-        return False  # throttled: the retry carries the round on and settles then
-    redis_client.shared().delete(keys.notified(job_id))
-    if outcome.run.outcome != SyncRun.Outcome.SUCCEEDED:
-        return False  # a failing job retries on its backoff, not on every notification
-    # Same-clock caveat: web and worker clocks are compared; NTP keeps them within
-    # milliseconds, and a late change is also caught by the next notification or safety poll.
-    arrived = Subscription.objects.filter(
-        job_id=job_id, last_notification_at__gt=outcome.run.started_at
-    ).exists()
-    return arrived and request_run(job_id)

@@ -6,32 +6,21 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.db import transaction
 
-from graphsync import jobs, subscriptions
-from graphsync.models import SyncRun
+from graphsync import jobs, scheduling, subscriptions
+from graphsync.models import SyncJob
 
 logger = logging.getLogger(__name__)
 
 
 def start_syncing(sender, connection, **kwargs) -> None:
-    from graphsync.tasks import maintain_subscription, run_job
-
     ensured = jobs.ensure_jobs(connection)
     if not settings.GRAPHSYNC_START_ON_CONNECT:
         return
     watched = [job.pk for job in ensured if subscriptions.target(job) is not None]
     if not subscriptions.can_receive():
         watched = []
-
-    def enqueue() -> None:
-        for job in ensured:
-            run_job.delay(job.pk, SyncRun.Trigger.FIRST)
-        for pk in watched:  # beat would create them within 15 minutes; this is sooner
-            maintain_subscription.delay(pk)
-
-    # After commit: the worker must see the jobs the request just created.
-    transaction.on_commit(enqueue)
+    scheduling.first_runs(ensured, watched)
 
 
 def drop_subscriptions(sender, connection, **kwargs) -> None:
@@ -44,4 +33,6 @@ def drop_subscriptions(sender, connection, **kwargs) -> None:
 
 
 def stop_syncing(sender, connection, **kwargs) -> None:
-    jobs.stop_jobs(connection, "The connection was disconnected.")
+    SyncJob.objects.filter(connection=connection, enabled=True).disable(
+        "The connection was disconnected."
+    )

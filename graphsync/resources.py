@@ -1,5 +1,6 @@
-"""What each synced resource is: its first URL, page size, throttle scope, and how an item
-becomes a record (title, date, change key) or a deletion."""
+"""What each synced resource is: its first URL, page size, throttle scope, what a change
+notification subscription for it watches, and how an item becomes a record (title, date,
+change key) or a deletion."""
 
 from __future__ import annotations
 
@@ -29,6 +30,20 @@ CONTACT_FIELDS = (
     "companyName,jobTitle,lastModifiedDateTime"
 )
 DEFAULT_MAIL_FOLDERS = ("inbox", "sentitems")
+EVERY_CHANGE = "created,updated,deleted"
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a job's change-notification subscription watches, in Graph's own resource form."""
+
+    resource: str
+    change_types: str
+    max_minutes: int  # the longest lifetime Microsoft allows for this resource
+
+
+def _unwatched(job: SyncJob) -> Watch | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,9 @@ class Spec:
     # Resource units of the first (tokenless) request and of each later one (directory, drive).
     cost_first: int = 1
     cost_next: int = 1
+    # What to subscribe to for a job; None when Graph has no subscription for it: such jobs
+    # keep polling on their interval.
+    watch: Callable[[SyncJob], Watch | None] = _unwatched
 
     def change_key_of(self, item: dict) -> str:
         return str(item.get("changeKey") or item.get("cTag") or item.get("@odata.etag") or "")[:256]
@@ -72,6 +90,17 @@ def graph_datetime(value: Any) -> datetime | None:
 
 def _query(**params: str) -> str:
     return "?" + urlencode(params, safe=",$") if params else ""
+
+
+def _mail_watch(job: SyncJob) -> Watch:
+    folder = (job.folder or "inbox").replace("'", "''")
+    return Watch(f"me/mailFolders('{quote(folder, safe='')}')/messages", EVERY_CHANGE, 10_080)
+
+
+def _contacts_watch(job: SyncJob) -> Watch | None:
+    # Contacts of a named folder: the emulator and Graph disagree on the resource form, so
+    # those jobs keep polling.
+    return None if job.folder else Watch("me/contacts", EVERY_CHANGE, 10_080)
 
 
 def _mail_url(job: SyncJob, graph: str) -> str:
@@ -120,6 +149,7 @@ SPECS: dict[str, Spec] = {
         page_size=200,
         title_of=lambda item: item.get("subject") or "",
         date_of=lambda item: graph_datetime(item.get("receivedDateTime")),
+        watch=_mail_watch,
     ),
     Resource.CALENDAR: Spec(
         Resource.CALENDAR,
@@ -131,6 +161,7 @@ SPECS: dict[str, Spec] = {
         page_size=200,
         title_of=lambda item: item.get("subject") or "",
         date_of=lambda item: graph_datetime((item.get("start") or {}).get("dateTime")),
+        watch=lambda job: Watch("me/events", EVERY_CHANGE, 10_080),
     ),
     Resource.CONTACTS: Spec(
         Resource.CONTACTS,
@@ -142,6 +173,7 @@ SPECS: dict[str, Spec] = {
         page_size=200,
         title_of=lambda item: item.get("displayName") or "",
         date_of=lambda item: graph_datetime(item.get("lastModifiedDateTime")),
+        watch=_contacts_watch,
     ),
     Resource.DRIVE: Spec(
         Resource.DRIVE,
@@ -154,6 +186,7 @@ SPECS: dict[str, Spec] = {
         date_of=lambda item: graph_datetime(item.get("lastModifiedDateTime")),
         cost_first=2,
         cost_next=1,
+        watch=lambda job: Watch("me/drive/root", "updated", 42_300),  # driveItem: updated only
     ),
     Resource.USERS: Spec(
         Resource.USERS,
@@ -165,6 +198,8 @@ SPECS: dict[str, Spec] = {
         title_of=lambda item: item.get("displayName") or item.get("userPrincipalName") or "",
         cost_first=1,
         cost_next=1,  # GET users is 2 RU, $select takes one off
+        # No "created" for directory objects: a new user or group arrives as "updated".
+        watch=lambda job: Watch("users", "updated,deleted", 41_760),
     ),
     Resource.GROUPS: Spec(
         Resource.GROUPS,
@@ -176,12 +211,18 @@ SPECS: dict[str, Spec] = {
         title_of=lambda item: item.get("displayName") or "",
         cost_first=2,
         cost_next=2,  # members are 3 RU, $select takes one off
+        watch=lambda job: Watch("groups", "updated,deleted", 41_760),
     ),
 }
 
 
 def spec(resource: str) -> Spec:
     return SPECS[resource]
+
+
+def watched_resources() -> list[str]:
+    """The resources whose jobs may have a subscription."""
+    return [s.resource for s in SPECS.values() if s.watch is not _unwatched]
 
 
 def mail_folders() -> tuple[str, ...]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -23,10 +22,10 @@ from django.utils import timezone
 from connections import tokens
 from connections.models import Connection
 from core import backoff, keys, redis_client
+from graphsync import resources, scheduling
 from graphsync.client import GraphClient, GraphError
-from graphsync.dispatch import RUNNABLE
-from graphsync.models import Resource, Subscription, SyncJob
-from graphsync.resources import graph_datetime
+from graphsync.models import Subscription, SyncJob
+from graphsync.resources import Watch, graph_datetime
 from graphsync.throttle import ThrottleWait
 
 logger = logging.getLogger(__name__)
@@ -37,31 +36,9 @@ CLOCK_SLACK = timedelta(minutes=2)
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 
 
-@dataclass(frozen=True)
-class Target:
-    resource: str
-    change_types: str
-    max_minutes: int
-
-
-def target(job: SyncJob) -> Target | None:
-    """What to subscribe to for a job, in Graph's own resource forms; None when Graph has no
-    subscription for it (the profile) or the emulator and Graph disagree on the form (contacts
-    of a named folder): those jobs keep polling."""
-    every = "created,updated,deleted"
-    if job.resource == Resource.MAIL:
-        folder = (job.folder or "inbox").replace("'", "''")
-        return Target(f"me/mailFolders('{quote(folder, safe='')}')/messages", every, 10_080)
-    if job.resource == Resource.CALENDAR:
-        return Target("me/events", every, 10_080)
-    if job.resource == Resource.CONTACTS and not job.folder:
-        return Target("me/contacts", every, 10_080)
-    if job.resource == Resource.DRIVE:
-        return Target("me/drive/root", "updated", 42_300)  # driveItem: "updated" only
-    if job.resource in (Resource.USERS, Resource.GROUPS):
-        # No "created" for directory objects: a new user or group arrives as "updated".
-        return Target(str(job.resource), "updated,deleted", 41_760)
-    return None
+def target(job: SyncJob) -> Watch | None:
+    """What to subscribe to for a job (graphsync.resources says, per resource)."""
+    return resources.spec(job.resource).watch(job)
 
 
 def can_receive() -> bool:
@@ -81,17 +58,6 @@ def lifecycle_url() -> str:
     return settings.PORTAL_BASE_URL + reverse("graph-lifecycle")
 
 
-def poll_interval(job: SyncJob) -> int:
-    """Seconds until the job's next scheduled run: relaxed to the safety poll while an active
-    subscription reports its changes."""
-    watched = Subscription.objects.filter(
-        job_id=job.pk, status=Subscription.Status.ACTIVE, expires_at__gt=timezone.now()
-    ).exists()
-    if watched:
-        return max(job.interval_seconds, settings.GRAPH_SAFETY_POLL_SECONDS)
-    return job.interval_seconds
-
-
 def _margin() -> timedelta:
     return timedelta(seconds=settings.GRAPH_SUBSCRIPTION_RENEW_MARGIN_SECONDS)
 
@@ -99,20 +65,19 @@ def _margin() -> timedelta:
 def due(now: datetime | None = None) -> list[int]:
     """Ids of the jobs whose subscription needs work: to create, repair, renew or delete."""
     now = now or timezone.now()
-    unwanted = Q(job__enabled=False) | ~Q(job__connection__status__in=RUNNABLE)
+    unwanted = Q(job__enabled=False) | ~Q(job__connection__status__in=Connection.LIVE_STATUSES)
     stale = Subscription.objects.filter(unwanted)
     if not can_receive():
         stale = Subscription.objects.all()
     ids = set(stale.values_list("job_id", flat=True))
     if can_receive():
-        watchable = [r for r in Resource.values if r != Resource.PROFILE]
         ids.update(
-            SyncJob.objects.filter(
-                enabled=True,
-                connection__status__in=RUNNABLE,
-                resource__in=watchable,
+            SyncJob.objects.runnable()
+            .filter(
+                resource__in=resources.watched_resources(),
                 subscription__isnull=True,
-            ).values_list("pk", flat=True)
+            )
+            .values_list("pk", flat=True)
         )
         retry = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
         ids.update(
@@ -145,7 +110,7 @@ def ensure(job_id: int, renew_now: bool = False) -> str:
         wanted = (
             job is not None
             and job.enabled
-            and job.connection.status in RUNNABLE
+            and job.connection.status in Connection.LIVE_STATUSES
             and target(job) is not None
             and can_receive()
         )
@@ -170,9 +135,9 @@ def on_lifecycle(graph_id: str, event: str) -> str:
         return "unknown subscription"
     if event == "subscriptionRemoved":
         Subscription.objects.filter(pk=sub.pk).update(status=Subscription.Status.REMOVED)
-        _poll_again(sub.job_id)
+        scheduling.poll_again(sub.job_id)
         done = ensure(sub.job_id)
-        _catch_up(sub.job_id)
+        scheduling.request_run(sub.job_id)
         return done
     if event == "reauthorizationRequired":
         return ensure(sub.job_id, renew_now=True)
@@ -193,7 +158,7 @@ def _client(connection: Connection) -> GraphClient:
     return GraphClient(connection)
 
 
-def _expiry(target_: Target) -> datetime:
+def _expiry(target_: Watch) -> datetime:
     return timezone.now() + timedelta(minutes=target_.max_minutes) - CLOCK_SLACK
 
 
@@ -272,7 +237,7 @@ def _renew(job: SyncJob, sub: Subscription) -> str:
             Subscription.objects.filter(pk=sub.pk).update(status=Subscription.Status.REMOVED)
             sub.status = Subscription.Status.REMOVED
             done = _create(job, sub)
-            _catch_up(job.pk)
+            scheduling.request_run(job.pk)
             return f"recreated ({done})"
         return _renew_failed(sub, exc)
     except (ThrottleWait, tokens.TokenUnavailable) as exc:
@@ -297,7 +262,7 @@ def _renew_failed(sub: Subscription, exc: Exception) -> str:
     return "renewal failed"
 
 
-def _failed(job: SyncJob, sub: Subscription | None, target_: Target, exc: Exception) -> str:
+def _failed(job: SyncJob, sub: Subscription | None, target_: Watch, exc: Exception) -> str:
     streak = (sub.failure_streak if sub else 0) + 1
     wait = backoff.full_jitter(streak, base=900, cap=6 * 3600)
     fields = {
@@ -313,7 +278,7 @@ def _failed(job: SyncJob, sub: Subscription | None, target_: Target, exc: Except
         "last_error": f"Could not subscribe: {exc}"[:2000],
     }
     Subscription.objects.update_or_create(job=job, defaults=fields)
-    _poll_again(job.pk)
+    scheduling.poll_again(job.pk)
     logger.warning("job %s: could not subscribe to %s: %s", job.pk, target_.resource, exc)
     return "failed"
 
@@ -328,7 +293,7 @@ def _delete(sub: Subscription, connection: Connection | None, attempts: int = 3)
         finally:
             client.close()
     Subscription.objects.filter(pk=sub.pk).delete()
-    _poll_again(sub.job_id)
+    scheduling.poll_again(sub.job_id)
 
 
 def _delete_at_graph(client: GraphClient, graph_id: str, attempts: int = 3) -> None:
@@ -342,18 +307,3 @@ def _delete_at_graph(client: GraphClient, graph_id: str, attempts: int = 3) -> N
     except GraphError as exc:
         if exc.status != 404:  # already gone is what we wanted
             raise
-
-
-def _poll_again(job_id: int) -> None:
-    """Without a subscription the job is back on its own interval, not the safety poll."""
-    job = SyncJob.objects.filter(pk=job_id).only("interval_seconds").first()
-    if job is None:
-        return
-    soon = timezone.now() + timedelta(seconds=job.interval_seconds)
-    SyncJob.objects.filter(pk=job_id, next_run_at__gt=soon).update(next_run_at=soon)
-
-
-def _catch_up(job_id: int) -> None:
-    from graphsync import notifications
-
-    notifications.request_run(job_id)

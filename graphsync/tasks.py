@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from graphsync import dispatch, engine, notifications, subscriptions
+from graphsync import dispatch, engine, scheduling, subscriptions
 from graphsync.models import SyncRun
 
 
@@ -24,7 +24,7 @@ def run_jobs_batched(job_ids: list[int], trigger: str = SyncRun.Trigger.SCHEDULE
     """Incremental runs of one connection's jobs, their first requests in one $batch."""
     results = []
     for job_id, outcome in zip(job_ids, engine.run_connection(job_ids, trigger), strict=True):
-        notifications.settle(job_id, outcome)
+        scheduling.settle(job_id, outcome)
         if outcome.retry_in is not None:
             run_job.apply_async((job_id, SyncRun.Trigger.RETRY), countdown=outcome.retry_in)
         results.append(outcome.run.outcome if outcome.run else f"skipped: {outcome.skipped}")
@@ -38,7 +38,7 @@ LEASE_WAITS = 3
 @shared_task
 def run_job(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, lease_waits: int = 0) -> str:
     outcome = engine.run(job_id, trigger)
-    notifications.settle(job_id, outcome)
+    scheduling.settle(job_id, outcome)
     if outcome.retry_in is not None:
         # Throttled for longer than a worker should sleep: come back later, freeing the worker.
         run_job.apply_async((job_id, SyncRun.Trigger.RETRY), countdown=outcome.retry_in)

@@ -6,7 +6,7 @@ from django.utils.html import format_html
 
 from connections.tenancy import TenantFilterForOperators, TenantScopedAdmin
 from core.formatting import badge, interval, short
-from graphsync import jobs, subscriptions
+from graphsync import scheduling
 from graphsync.admin.common import changelist_link
 from graphsync.admin.runs import RecentRunsInline
 from graphsync.models import SyncJob
@@ -132,9 +132,9 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
             obj.save(update_fields=fields)
         if "enabled" in form.changed_data:
             if obj.enabled:
-                jobs.enable(obj)
+                obj.enable()
             else:
-                jobs.disable(obj, f"Disabled by {request.user} in the admin.")
+                obj.disable(f"Disabled by {request.user} in the admin.")
 
     @admin.display(description="Connection", ordering="connection__user_principal_name")
     def account(self, obj: SyncJob) -> str:
@@ -151,7 +151,7 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
 
     @admin.display(description="Polling")
     def polling(self, obj: SyncJob) -> str:
-        seconds = subscriptions.poll_interval(obj)
+        seconds = scheduling.poll_interval(obj)
         if seconds == obj.interval_seconds:
             return f"every {interval(seconds)}"
         return f"every {interval(seconds)}: change notifications report the rest"
@@ -190,7 +190,7 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
     def run_now(self, request, queryset):
         chosen = self._split_enabled(request, queryset, "run")
         for job in chosen:
-            jobs.run_now(job)
+            scheduling.run_now(job)
         if chosen:
             self.message_user(request, f"{len(chosen)} job(s) queued to run now.", messages.SUCCESS)
 
@@ -198,7 +198,7 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
     def full_resync(self, request, queryset):
         chosen = self._split_enabled(request, queryset, "reset")
         for job in chosen:
-            jobs.reset_to_full_resync(job)
+            scheduling.full_resync(job)
         if chosen:
             self.message_user(
                 request,
@@ -211,12 +211,12 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
     def enable_jobs(self, request, queryset):
         chosen = list(queryset.filter(enabled=False))
         for job in chosen:
-            jobs.enable(job)
+            job.enable()
         self.message_user(request, f"{len(chosen)} job(s) enabled, due now.", messages.SUCCESS)
 
     @admin.action(description="Disable", permissions=["change"])
     def disable_jobs(self, request, queryset):
         chosen = list(queryset.filter(enabled=True))
         for job in chosen:
-            jobs.disable(job, f"Disabled by {request.user} in the admin.")
+            job.disable(f"Disabled by {request.user} in the admin.")
         self.message_user(request, f"{len(chosen)} job(s) disabled.", messages.SUCCESS)

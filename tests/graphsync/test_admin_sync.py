@@ -197,7 +197,7 @@ def test_job_page_truncates_the_cursor_and_keeps_it_read_only(client, acme):
 
 def test_run_now_queues_a_manual_run(client, acme, monkeypatch, django_capture_on_commit_callbacks):
     queued = []
-    monkeypatch.setattr("graphsync.tasks.run_job.delay", lambda *args: queued.append(args))
+    monkeypatch.setattr("core.queue.send", lambda task, *args, countdown=None: queued.append(args))
     job = make_job(acme, next_run_at=timezone.now() + timedelta(hours=1))
     client.force_login(acme.admin)
     with django_capture_on_commit_callbacks(execute=True):
@@ -211,7 +211,7 @@ def test_run_now_skips_disabled_jobs_and_says_so(
     client, acme, monkeypatch, django_capture_on_commit_callbacks
 ):
     queued = []
-    monkeypatch.setattr("graphsync.tasks.run_job.delay", lambda *args: queued.append(args))
+    monkeypatch.setattr("core.queue.send", lambda task, *args, countdown=None: queued.append(args))
     job = make_job(acme, enabled=False, state=SyncJob.State.DISABLED)
     client.force_login(acme.admin)
     with django_capture_on_commit_callbacks(execute=True):
@@ -224,7 +224,7 @@ def test_full_resync_forgets_the_cursor_and_queues_a_resync(
     client, acme, monkeypatch, django_capture_on_commit_callbacks
 ):
     queued = []
-    monkeypatch.setattr("graphsync.tasks.run_job.delay", lambda *args: queued.append(args))
+    monkeypatch.setattr("core.queue.send", lambda task, *args, countdown=None: queued.append(args))
     job = make_job(acme, cursor="https://graph/delta?$deltatoken=abc", cursor_is_delta=True)
     client.force_login(acme.admin)
     with django_capture_on_commit_callbacks(execute=True):

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core import keys
-from graphsync import engine, notifications, subscriptions
+from graphsync import engine, scheduling, subscriptions
 from graphsync.models import Record, Resource, Subscription, SyncJob, SyncRun
 from tests.conftest import ADELE
 from tests.flows import connected, wait_for
@@ -102,18 +102,16 @@ def test_notifications_for_several_jobs_in_one_body_start_one_run_each(
 
 def test_a_notification_during_a_run_gets_a_run_of_its_own(monkeypatch, microsoft, inbox):
     queued: list[tuple] = []
-    monkeypatch.setattr(
-        "graphsync.tasks.run_job.apply_async", lambda args, countdown: queued.append(args)
-    )
-    assert notifications.request_run(inbox.pk) and not notifications.request_run(inbox.pk)
+    monkeypatch.setattr("core.queue.send", lambda task, *args, countdown=None: queued.append(args))
+    assert scheduling.request_run(inbox.pk) and not scheduling.request_run(inbox.pk)
     assert queued == [(inbox.pk, NOTIFIED)]  # the second one was coalesced
 
     outcome = engine.run(inbox.pk, NOTIFIED)
     # A notification came in after this run had started: its change may postdate the delta.
     Subscription.objects.filter(job=inbox).update(last_notification_at=outcome.run.started_at)
-    assert not notifications.settle(inbox.pk, outcome)
+    assert not scheduling.settle(inbox.pk, outcome)
     Subscription.objects.filter(job=inbox).update(last_notification_at=timezone.now())
-    assert notifications.settle(inbox.pk, outcome)
+    assert scheduling.settle(inbox.pk, outcome)
     assert queued == [(inbox.pk, NOTIFIED)] * 2
 
 

@@ -12,7 +12,7 @@ from django.db import connection as db_connection
 from django.urls import reverse
 from django.utils import timezone
 
-from graphsync import engine, jobs, subscriptions
+from graphsync import engine, subscriptions
 from graphsync.models import Resource, Subscription, SyncJob
 from graphsync.resources import graph_datetime
 from tests.flows import connected
@@ -133,7 +133,7 @@ def test_a_subscription_microsoft_lost_is_recreated_at_renewal(portal, microsoft
 
 def test_disabling_a_job_deletes_its_subscription(portal, microsoft, inbox):
     subscriptions.ensure(inbox.pk)
-    jobs.disable(inbox, "not wanted")
+    inbox.disable("not wanted")
     assert inbox.pk in subscriptions.due()
     assert subscriptions.ensure(inbox.pk) == "deleted"
     assert not Subscription.objects.exists() and at_microsoft(microsoft) == {}
@@ -162,7 +162,7 @@ def test_polling_relaxes_while_a_subscription_is_active(portal, settings, micros
     assert safety - timedelta(minutes=1) < inbox.next_run_at - timezone.now() <= safety
 
     # Once it is gone, the job is back on its own interval at once.
-    jobs.disable(inbox, "paused")
+    inbox.disable("paused")
     subscriptions.ensure(inbox.pk)
     inbox.refresh_from_db()
     assert inbox.next_run_at - timezone.now() <= timedelta(seconds=inbox.interval_seconds)
