@@ -1,7 +1,7 @@
 """Encryption at rest for secrets and tokens: a text field over ``cryptography``'s MultiFernet.
 
-Written by hand because the maintained packages get it wrong (see architecture.md, "Decisions
-already taken"): django-cryptography no longer imports on Django 5 and pickles values, and
+Written by hand because the maintained packages get it wrong (docs/architecture.md, "Encryption
+at rest"): django-cryptography no longer imports on Django 5 and pickles values, and
 django-fernet-encrypted-fields hands back the ciphertext when no key matches. Here the newest key
 (first in FIELD_ENCRYPTION_KEYS) encrypts, older keys only decrypt, values are plain strings
 (never pickled), and a value no key can open raises ``UndecryptableValue``.
@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import models
@@ -93,8 +94,6 @@ class EncryptedTextField(models.TextField):
 
 
 def encrypted_fields() -> list[tuple[type[models.Model], EncryptedTextField]]:
-    from django.apps import apps
-
     found = []
     for model in apps.get_models():
         for field in model._meta.concrete_fields:

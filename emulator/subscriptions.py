@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from emulator.runtime import Emulator
     from emulator.tokens import AccessToken
 
-# Maximum lifetime per resource family, in minutes (reference §12).
+# Maximum lifetime per resource family, in minutes (docs/microsoft.md, "Change notifications").
 MAX_MINUTES = {
     "mail": 10080,
     "events": 10080,

@@ -91,7 +91,7 @@ def error_for(status: int, body: Any, headers: dict[str, str]) -> GraphError:
     request_id = str(inner.get("request-id") or "") if isinstance(inner, dict) else ""
     args = (status, code, message, request_id, headers)
     # Codes are compared case-insensitively: the live service sends SyncStateNotFound where
-    # the documentation says syncStateNotFound (reference §9).
+    # the documentation says syncStateNotFound (docs/microsoft.md, "Delta and resync").
     if status == 410 or code.lower() in RESYNC_CODES or inner_code.lower() in RESYNC_CODES:
         return SyncStateExpired(*args)
     if code == "MailboxNotEnabledForRESTAPI":
@@ -205,8 +205,9 @@ class GraphClient:
         )
 
     def subscription_plan(self) -> Plan:
-        """Subscription writes have budgets of their own (reference §7): 500 per 20 s per app +
-        tenant, 2,000 per 20 s per app; each also counts against the app's overall budget."""
+        """Subscription writes have budgets of their own: 500 per 20 s per app + tenant, 2,000
+        per 20 s per app; each also counts against the app's overall budget (docs/microsoft.md,
+        "Throttling limits and budgets")."""
         client_id = self.app.client_id
         tenant = Scope("tenant-subscriptions", client_id, self.connection.ms_tenant_id)
         writes = Scope("app-subscriptions", client_id, "all")
@@ -334,7 +335,7 @@ class GraphClient:
 
     def batch(self, items: list[BatchItem], plan: Plan) -> list[BatchAnswer]:
         """One POST /$batch; answers in request order. Each item counts against the limits on
-        its own (reference §10): `plan` must carry the items' summed costs."""
+        its own (docs/microsoft.md, "Batching"): `plan` must carry the items' summed costs."""
         if not 1 <= len(items) <= BATCH_LIMIT:
             raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} requests")
         requests_ = [

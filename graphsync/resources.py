@@ -14,7 +14,8 @@ from django.conf import settings
 
 from graphsync.models import Resource, SyncJob
 
-# The message fields Graphport stores (reference §13); $select keeps pages small.
+# The message fields Graphport stores (docs/microsoft.md, "What Graphport stores"); $select
+# keeps pages small.
 MESSAGE_FIELDS = (
     "id,changeKey,createdDateTime,lastModifiedDateTime,receivedDateTime,sentDateTime,subject,"
     "bodyPreview,body,from,sender,toRecipients,ccRecipients,conversationId,internetMessageId,"
@@ -113,7 +114,7 @@ def _calendar_url(job: SyncJob, graph: str) -> str:
     start = now - timedelta(days=int(job.options.get("days_back", 30)))
     end = now + timedelta(days=int(job.options.get("days_ahead", 180)))
     fmt = "%Y-%m-%dT%H:%M:%SZ"
-    # calendarView delta takes no $select or $filter (reference §9).
+    # calendarView delta takes no $select or $filter (docs/microsoft.md, "Delta and resync").
     return f"{graph}/me/calendarView/delta" + _query(
         startDateTime=start.strftime(fmt), endDateTime=end.strftime(fmt)
     )
@@ -230,5 +231,6 @@ def mail_folders() -> tuple[str, ...]:
 
 
 def is_removal(item: dict) -> bool:
-    """Outlook and the directory send `@removed`; OneDrive a `deleted` facet (reference §9)."""
+    """Outlook and the directory send `@removed`; OneDrive a `deleted` facet (docs/microsoft.md,
+    "Delta and resync")."""
     return "@removed" in item or "deleted" in item

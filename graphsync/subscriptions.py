@@ -3,8 +3,9 @@
 Beat finds the jobs whose subscription is missing, failing, lost or about to expire (`due`), and
 each is brought in line by `ensure`, under a per-job Redis lock so a beat tick and a lifecycle
 event never create two subscriptions for one job. Microsoft caps each resource's lifetime
-(reference §12); we ask for the longest and renew a day ahead. A subscription only relaxes
-polling: the job keeps a safety poll, and whatever goes wrong here falls back to the schedule.
+(docs/microsoft.md, "Change notifications"); we ask for the longest and renew a day ahead. A
+subscription only relaxes polling: the job keeps a safety poll, and whatever goes wrong here
+falls back to the schedule.
 """
 
 from __future__ import annotations
@@ -127,9 +128,9 @@ def ensure(job_id: int, renew_now: bool = False) -> str:
 
 
 def on_lifecycle(graph_id: str, event: str) -> str:
-    """React to a lifecycle event (reference §12): renew when Microsoft wants reauthorization,
-    recreate and catch up when it removed the subscription. ("missed" needs no Graph call: the
-    receiver starts the catch-up run itself.)"""
+    """React to a lifecycle event (docs/microsoft.md, "Change notifications"): renew when
+    Microsoft wants reauthorization, recreate and catch up when it removed the subscription.
+    ("missed" needs no Graph call: the receiver starts the catch-up run itself.)"""
     sub = Subscription.objects.filter(graph_id=graph_id).first()
     if sub is None:
         return "unknown subscription"

@@ -1,4 +1,5 @@
-"""Microsoft's calls to the portal: change notifications and lifecycle events (reference §12).
+"""Microsoft's calls to the portal: change notifications and lifecycle events (docs/microsoft.md,
+"Change notifications").
 
 Thin: the validation handshake is answered before anything else (Graph waits ten seconds at
 most), a notification is acknowledged with 202 once graphsync.notifications has queued its work

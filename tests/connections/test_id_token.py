@@ -1,4 +1,5 @@
-"""ID-token validation with tokens the emulator really issued (reference §6)."""
+"""ID-token validation with tokens the emulator really issued (docs/microsoft.md, "ID
+tokens")."""
 
 from __future__ import annotations
 
