@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from devtools.localservices import LocalPostgres, LocalRedis  # noqa: E402
 from emulator.testing import DEMO_SCENARIO, RunningEmulator  # noqa: E402
-from portal.localservices import LocalPostgres, LocalRedis  # noqa: E402
 
 MB = 1024 * 1024
 

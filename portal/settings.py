@@ -116,6 +116,12 @@ INSTALLED_APPS = [
     "connections",
     "graphsync",
 ]
+# Development commands (`manage.py runportal`), from a checkout only: not in the product's wheel.
+if DEBUG:
+    from importlib.util import find_spec
+
+    if find_spec("devtools"):
+        INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

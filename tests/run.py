@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from portal.localservices import LocalPostgres, LocalRedis, reachable  # noqa: E402
+from devtools.localservices import LocalPostgres, LocalRedis, reachable  # noqa: E402
 
 
 def step(title: str, command: list[str], env: dict[str, str]) -> int:

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from connections.models import AuditEvent, ClientSecret, EntraApp
-from portal.localservices import free_port
+from devtools.localservices import free_port
 from tests.conftest import MS_CLIENT_ID, MS_SECRET_ID
 
 pytestmark = pytest.mark.django_db

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import requests
 
+from devtools.localservices import free_port, wait_for_port
 from emulator.control import Control
 from emulator.testing import DEMO_SCENARIO
-from portal.localservices import free_port, wait_for_port
 from tests.emulator.conftest import CLIENT_ID, SECRET
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from core.backoff import full_jitter
+from devtools.localservices import LocalRedis
 from graphsync.throttle import (
     Budget,
     Grant,
@@ -26,7 +27,6 @@ from graphsync.throttle import (
     directory_cost,
     retry_after_seconds,
 )
-from portal.localservices import LocalRedis
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.localservices import free_port
+from devtools.localservices import free_port
 
 pytestmark = pytest.mark.django_db
 

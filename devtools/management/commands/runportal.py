@@ -20,8 +20,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from devtools.localservices import LocalRedis, reachable, wait_for_port
 from portal import demo
-from portal.localservices import LocalRedis, reachable, wait_for_port
 
 EMULATOR_SCENARIO = Path(settings.BASE_DIR) / "emulator" / "scenarios" / "demo.json"
 
@@ -81,7 +81,10 @@ class Command(BaseCommand):
                 "web": [python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
             }
             for name, command in commands.items():
-                started.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
+                process = subprocess.Popen(
+                    command, cwd=settings.BASE_DIR, env=env, start_new_session=True
+                )
+                started.append((name, process))
             self.welcome(logins, no_emulator)
             self.supervise(started)
         except KeyboardInterrupt:
@@ -119,6 +122,9 @@ class Command(BaseCommand):
                 "--graph-port",
                 str(graph_port),
             ],
+            # From the project folder: the emulator is not in the product's wheel, so it is
+            # importable only from the checkout.
+            cwd=settings.BASE_DIR,
             env=env,
             start_new_session=True,
         )
