@@ -1,4 +1,7 @@
-"""JSON batching: up to 20 requests, `dependsOn`, one status per item (429s included)."""
+"""JSON batching: up to 20 requests, `dependsOn`, one status per item (429s included).
+
+Each item goes through the `dispatch` the Graph host passes in (`graph.dispatch`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from emulator.errors import GraphError
-from emulator.graph import Reply, dispatch
+from emulator.routing import Dispatch, Reply
 from emulator.tokens import AccessToken
 
 if TYPE_CHECKING:
@@ -51,7 +54,13 @@ def split_url(url: str, version: str) -> tuple[str, dict[str, str]]:
 
 
 async def run_batch(
-    emu: Emulator, version: str, body: Any, headers: dict[str, str], token: AccessToken
+    emu: Emulator,
+    version: str,
+    body: Any,
+    headers: dict[str, str],
+    token: AccessToken,
+    *,
+    dispatch: Dispatch,
 ) -> Reply:
     try:
         requests = parse(body)

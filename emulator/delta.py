@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from emulator.errors import GraphError
 from emulator.paging import Cursor, Keep, TokenInvalid, check, delta_page, list_page, project
+from emulator.routing import Call, Reply
 from emulator.store import Collection, Item
-
-if TYPE_CHECKING:
-    from emulator.graph import Call, Reply
 
 
 def explicit_size(call: Call) -> bool:
@@ -120,8 +118,6 @@ def _reply(
     drive: bool,
     pref: dict[str, str],
 ) -> Reply:
-    from emulator.graph import Reply
-
     path = re.sub(r"/delta$", "/delta", call.path)
     body: dict[str, Any] = {"@odata.context": f"{call.base}/$metadata#{context}"}
     if drive:
@@ -150,8 +146,6 @@ def list_response(
     odata_type: str | None = None,
 ) -> Reply:
     """A plain collection GET with `$top`, `$select` and an opaque `$skiptoken` nextLink."""
-    from emulator.graph import Reply
-
     size, pref = call.page_size(default, maximum)
     start = (0, 0)
     select = call.select()

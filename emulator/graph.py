@@ -1,7 +1,9 @@
 """The Graph host: bearer-token check, routing, permissions, throttling, JSON out.
 
 `dispatch` serves one Graph call whatever its transport, so `$batch` items go through exactly
-the same checks, throttles and counters as top-level requests.
+the same checks, throttles and counters as top-level requests (`batch` is handed `dispatch`).
+The route modules (`graph_outlook`, `graph_drive`, `graph_directory`, `graph_subscriptions`)
+fill their tables with `routing`'s decorator; this module collects them.
 """
 
 from __future__ import annotations
@@ -10,74 +12,22 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from emulator import graph_directory, graph_drive, graph_outlook
-from emulator.directory import User
-from emulator.errors import GraphError, not_found
+from emulator import graph_directory, graph_drive, graph_outlook, graph_subscriptions
+from emulator.batch import run_batch
+from emulator.errors import GraphError, not_found, token_expired
+from emulator.routing import Call, Handler, Reply
 from emulator.runtime import Emulator
 from emulator.tokens import AccessToken
 
-Handler = Callable[["Call"], Awaitable["Reply"]]
 QUOTED_KEY = re.compile(r"\('([^']*)'\)")
 EMPTY_CALL = re.compile(r"(?i)delta\(\)(?=/|$)")
 DRIVE_TOKEN = re.compile(r"delta\(token='?([^')]*)'?\)", re.IGNORECASE)
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Call:
-    emu: Emulator
-    method: str
-    version: str
-    path: str  # as requested, without the version, no leading slash
-    route_path: str  # ('key') turned into /key, subject replaced by {s}
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any
-    token: AccessToken
-    request_id: str
-    match: dict[str, str] = field(default_factory=dict)
-    subject: User | None = None
-    subject_prefix: str = ""  # "me" or "users/{ref}" as the client wrote it
-    drive_token: str | None = None
-    in_batch: bool = False
-
-    @property
-    def base(self) -> str:
-        return f"{self.emu.graph_base}/{self.version}"
-
-    def select(self) -> list[str] | None:
-        raw = self.query.get("$select")
-        return [s.strip() for s in raw.split(",") if s.strip()] if raw else None
-
-    def page_size(self, default: int, maximum: int) -> tuple[int, dict[str, str]]:
-        """`$top` wins; otherwise `Prefer: odata.maxpagesize=N` (echoed as Preference-Applied)."""
-        top = self.query.get("$top")
-        if top is not None:
-            try:
-                value = int(top)
-            except ValueError as exc:
-                raise GraphError(400, "BadRequest", f"Invalid $top value '{top}'.") from exc
-            if value < 1:
-                raise GraphError(400, "BadRequest", f"Invalid $top value '{top}'.")
-            return min(value, maximum), {}
-        match = re.search(r"odata\.maxpagesize=(\d+)", self.headers.get("prefer", ""))
-        if match:
-            value = max(1, min(int(match.group(1)), maximum))
-            return value, {"Preference-Applied": f"odata.maxpagesize={value}"}
-        return default, {}
 
 
 def subject_of(call: Call) -> None:
@@ -119,13 +69,9 @@ def route(method: str, pattern: str, family: str) -> Callable[[Handler], Handler
 def register_all() -> None:
     if ROUTES:
         return
-    for module in (graph_outlook, graph_drive, graph_directory):
+    for module in (graph_outlook, graph_drive, graph_directory, graph_subscriptions):
         for method, pattern, handler, family in module.ROUTES:
             route(method, pattern, family)(handler)
-    from emulator import graph_subscriptions
-
-    for method, pattern, handler, family in graph_subscriptions.ROUTES:
-        route(method, pattern, family)(handler)
 
 
 def authenticate(emu: Emulator, authorization: str | None) -> AccessToken:
@@ -145,8 +91,6 @@ def authenticate(emu: Emulator, authorization: str | None) -> AccessToken:
             {"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'},
         )
     if time.time() >= token.expires_at:
-        from emulator.errors import token_expired
-
         raise token_expired()
     return token
 
@@ -343,9 +287,7 @@ async def handle(request: web.Request) -> web.Response:
                     )
                 )
     if path == "$batch" and request.method == "POST":
-        from emulator.batch import run_batch
-
-        reply = await run_batch(emu, version, body, headers, token)
+        reply = await run_batch(emu, version, body, headers, token, dispatch=dispatch)
     else:
         reply = await dispatch(
             emu, request.method, version, path, dict(request.query), headers, body, token

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
 from emulator.delta import delta_response, list_response
 from emulator.errors import GraphError, directory_denied
 from emulator.paging import Cursor, project
+from emulator.routing import Call, Reply, Route, router
 from emulator.store import Item
 
-if TYPE_CHECKING:
-    from emulator.graph import Call, Reply
-
 S = r"\{s\}"
-ROUTES: list[tuple[str, str, Callable[[Call], Awaitable[Reply]], str]] = []
+ROUTES: list[Route] = []
+r = router(ROUTES, "directory")
 USERS = {
     "user.read.all",
     "user.readbasic.all",
@@ -31,14 +27,6 @@ GROUPS = {
 }
 
 
-def r(method: str, pattern: str, family: str = "directory") -> Callable[[Any], Any]:
-    def register(handler: Callable[[Call], Awaitable[Reply]]) -> Any:
-        ROUTES.append((method, pattern, handler, family))
-        return handler
-
-    return register
-
-
 def require(call: Call, perms: set[str]) -> None:
     token = call.token
     granted = {s.lower() for s in (token.scopes if token.user_id else token.roles)}
@@ -48,8 +36,6 @@ def require(call: Call, perms: set[str]) -> None:
 
 @r("GET", S, "profile")
 async def get_user(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     user = call.subject
     assert user is not None
     if call.token.user_id != user.id:
@@ -105,8 +91,6 @@ async def groups_delta(call: Call) -> Reply:
 
 @r("GET", "groups/(?P<id>[^/]+)")
 async def get_group(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     require(call, GROUPS)
     item = call.emu.world.groups_collection(call.token.tenant_id).get_by_id(call.match["id"])
     if item is None:
@@ -124,8 +108,6 @@ async def get_group(call: Call) -> Reply:
 
 @r("GET", "groups/(?P<id>[^/]+)/members")
 async def group_members(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     require(call, GROUPS)
     world = call.emu.world
     item = world.groups_collection(call.token.tenant_id).get_by_id(call.match["id"])

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from emulator.delta import delta_response, list_response
 from emulator.errors import GraphError
 from emulator.paging import project
+from emulator.routing import Call, Reply, Route, router
 from emulator.store import Collection
 
-if TYPE_CHECKING:
-    from emulator.graph import Call, Reply
-
 S = r"\{s\}"
-ROUTES: list[tuple[str, str, Callable[[Call], Awaitable[Reply]], str]] = []
+ROUTES: list[Route] = []
+r = router(ROUTES, "drive")
 FILES = {
     "files.read",
     "files.readwrite",
@@ -23,14 +22,6 @@ FILES = {
     "sites.read.all",
     "sites.readwrite.all",
 }
-
-
-def r(method: str, pattern: str) -> Callable[[Callable[[Call], Awaitable[Reply]]], Any]:
-    def register(handler: Callable[[Call], Awaitable[Reply]]) -> Any:
-        ROUTES.append((method, pattern, handler, "drive"))
-        return handler
-
-    return register
 
 
 def drive(call: Call) -> Collection:
@@ -51,8 +42,6 @@ def item_missing() -> GraphError:
 
 @r("GET", f"{S}/drive")
 async def get_drive(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     coll = drive(call)
     assert call.subject is not None
     user = call.subject
@@ -73,8 +62,6 @@ async def get_drive(call: Call) -> Reply:
 
 @r("GET", f"{S}/drive/root")
 async def get_root(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     coll = drive(call)
     item = coll.get(0)
     assert item is not None
@@ -90,8 +77,6 @@ async def get_root(call: Call) -> Reply:
 
 @r("GET", f"{S}/drive/items/(?P<id>[^/]+)")
 async def get_item(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     item = drive(call).get_by_id(call.match["id"])
     if item is None:
         raise item_missing()

@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from emulator.delta import delta_response, list_response
 from emulator.errors import GraphError, access_denied
 from emulator.generate import iso7
 from emulator.paging import project
+from emulator.routing import Call, Reply, Route, reply, router
 from emulator.store import Collection, Item
 from emulator.world import MAIL_FOLDERS, Mailbox
 
-if TYPE_CHECKING:
-    from emulator.graph import Call, Reply
-
 S = r"\{s\}"
 FOLDER = r"mailfolders/(?P<folder>[^/]+)"
-ROUTES: list[tuple[str, str, Callable[[Call], Awaitable[Reply]], str]] = []
+ROUTES: list[Route] = []
+r = router(ROUTES, "outlook")
 MAIL = {"mail.read", "mail.readwrite", "mail.readbasic", "mail.readbasic.all"}
 CALENDARS = {"calendars.read", "calendars.readwrite", "calendars.readbasic"}
 CONTACTS = {"contacts.read", "contacts.readwrite"}
 WRITE = {"mail.readwrite", "calendars.readwrite", "contacts.readwrite"}
-
-
-def r(method: str, pattern: str) -> Callable[[Callable[[Call], Awaitable[Reply]]], Any]:
-    def register(handler: Callable[[Call], Awaitable[Reply]]) -> Any:
-        ROUTES.append((method, pattern, handler, "outlook"))
-        return handler
-
-    return register
-
-
-def reply(status: int = 200, body: Any = None) -> Reply:
-    from emulator.graph import Reply
-
-    return Reply(status, body)
 
 
 def mailbox(call: Call, perms: set[str], write: bool = False) -> Mailbox:

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
 from emulator.errors import bad_request
+from emulator.routing import Call, Reply, Route, router
 
-if TYPE_CHECKING:
-    from emulator.graph import Call, Reply
-
-ROUTES: list[tuple[str, str, Callable[[Call], Awaitable[Reply]], str]] = []
-
-
-def r(method: str, pattern: str) -> Callable[[Any], Any]:
-    def register(handler: Callable[[Call], Awaitable[Reply]]) -> Any:
-        ROUTES.append((method, pattern, handler, "subscriptions"))
-        return handler
-
-    return register
+ROUTES: list[Route] = []
+r = router(ROUTES, "subscriptions")
 
 
 @r("POST", "subscriptions")
 async def create(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     if not isinstance(call.body, dict):
         raise bad_request("A subscription body is required.", "InvalidRequest")
     sub = await call.emu.subscriptions.create(call.token, call.body)
@@ -33,8 +19,6 @@ async def create(call: Call) -> Reply:
 
 @r("GET", "subscriptions")
 async def list_all(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     subs = call.emu.subscriptions
     value = [
         s.public(call.emu.graph_base)
@@ -48,24 +32,18 @@ async def list_all(call: Call) -> Reply:
 
 @r("GET", "subscriptions/(?P<id>[^/]+)")
 async def get_one(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     sub = call.emu.subscriptions.owned(call.token, call.match["id"])
     return Reply(200, sub.public(call.emu.graph_base))
 
 
 @r("PATCH", "subscriptions/(?P<id>[^/]+)")
 async def renew(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     sub = call.emu.subscriptions.renew(call.token, call.match["id"], call.body or {})
     return Reply(200, sub.public(call.emu.graph_base))
 
 
 @r("POST", "subscriptions/(?P<id>[^/]+)/reauthorize")
 async def reauthorize(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     sub = call.emu.subscriptions.owned(call.token, call.match["id"])
     sub.needs_reauthorization = False
     return Reply(204)
@@ -73,8 +51,6 @@ async def reauthorize(call: Call) -> Reply:
 
 @r("DELETE", "subscriptions/(?P<id>[^/]+)")
 async def delete(call: Call) -> Reply:
-    from emulator.graph import Reply
-
     subs = call.emu.subscriptions
     sub = subs.owned(call.token, call.match["id"])
     del subs.items[sub.id]

@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -18,8 +18,8 @@ from emulator.errors import GraphError, bad_request
 from emulator.store import Collection, Item
 
 if TYPE_CHECKING:
-    from emulator.runtime import Emulator
     from emulator.tokens import AccessToken
+    from emulator.world import World
 
 # Maximum lifetime per resource family, in minutes (docs/microsoft.md, "Change notifications").
 MAX_MINUTES = {
@@ -106,9 +106,15 @@ class Subscription:
         return body
 
 
+class Host(Protocol):
+    """What subscriptions use of the running emulator (`runtime.Emulator`, which owns them)."""
+
+    world: World
+
+
 @dataclass
 class Subscriptions:
-    emu: Emulator
+    emu: Host
     items: dict[str, Subscription] = field(default_factory=dict)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     session: aiohttp.ClientSession | None = None

@@ -1,4 +1,6 @@
 from django.apps import AppConfig
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 class GraphsyncConfig(AppConfig):
@@ -6,8 +8,14 @@ class GraphsyncConfig(AppConfig):
     verbose_name = "Microsoft Graph sync"
 
     def ready(self) -> None:
+        # Imported once the apps are loaded (they use models): Django's way, not a cycle.
         from connections import signals
-        from graphsync import receivers
+        from graphsync import receivers, throttle
+
+        try:
+            throttle.check_overrides(settings.GRAPH_BUDGETS)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"GRAPH_BUDGETS_JSON: {exc}") from None
 
         signals.connected.connect(receivers.start_syncing, dispatch_uid="graphsync-connected")
         signals.disconnecting.connect(

@@ -163,14 +163,8 @@ def shared_throttle() -> Throttle:
 
 
 def budget(kind: str) -> Budget:
-    """The limits Graphport spends against, from settings.GRAPH_BUDGETS (see settings.py)."""
-    spec = settings.GRAPH_BUDGETS[kind]
-    return Budget(
-        max_in_flight=spec.get("max_in_flight"),
-        limit=spec["limit"],
-        window=spec["window"],
-        margin=spec.get("margin", 0.25),
-    )
+    """The limits Graphport spends against (graphsync.throttle.LIMITS, as configured)."""
+    return throttle.configured(kind, settings.GRAPH_BUDGETS)
 
 
 class GraphClient:

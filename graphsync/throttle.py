@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import redis
 
@@ -93,6 +94,39 @@ class Budget:
         tenant once its licence count is known.
         """
         return cls(max_in_flight=None, limit=units_per_minute, window=60)
+
+
+# Microsoft's published limits (docs/microsoft.md, "Throttling limits and budgets"): the budgets
+# Graphport spends against, unless GRAPH_BUDGETS_JSON narrows one (tests and benchmarks, to bind
+# against an emulator's tighter limits). The directory and OneDrive budgets take the smallest
+# tier, which holds whatever the customer's size.
+LIMITS: dict[str, Budget] = {
+    "app": Budget.app(),
+    "mailbox": Budget.outlook_mailbox(),
+    "directory": Budget.directory(tenant_users=0),
+    "drive": Budget.onedrive(),
+    # Subscription writes (create, renew, delete): per app + tenant, and per app.
+    "subscriptions": Budget(max_in_flight=None, limit=500, window=20),
+    "subscriptions_app": Budget(max_in_flight=None, limit=2_000, window=20),
+}
+
+
+def configured(kind: str, overrides: Mapping[str, Mapping[str, Any]]) -> Budget:
+    """The budget of `kind`: Microsoft's limit with the operator's overrides applied."""
+    return replace(LIMITS[kind], **overrides.get(kind, {}))
+
+
+def check_overrides(overrides: object) -> None:
+    """Raise ValueError naming what is wrong with GRAPH_BUDGETS_JSON."""
+    if not isinstance(overrides, dict):
+        raise ValueError("is not a JSON object of budgets")
+    fields = {"max_in_flight", "limit", "window", "margin"}
+    for kind, override in overrides.items():
+        if kind not in LIMITS:
+            raise ValueError(f"unknown budget {kind!r} (known: {', '.join(LIMITS)})")
+        if not isinstance(override, dict) or not set(override) <= fields:
+            raise ValueError(f"budget {kind!r} takes an object with {', '.join(sorted(fields))}")
+        configured(kind, overrides)  # Budget checks the values themselves
 
 
 def directory_cost(base: int, *, select: bool = False, top: int | None = None) -> int:

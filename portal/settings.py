@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import timedelta
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -117,11 +118,8 @@ INSTALLED_APPS = [
     "graphsync",
 ]
 # Development commands (`manage.py runportal`), from a checkout only: not in the product's wheel.
-if DEBUG:
-    from importlib.util import find_spec
-
-    if find_spec("devtools"):
-        INSTALLED_APPS.append("devtools")
+if DEBUG and find_spec("devtools"):
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -196,21 +194,11 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# Microsoft Graph: the budgets Graphport spends before sending (reference §7). Tests and
-# benchmarks narrow them to bind against the emulator's own limits.
-GRAPH_BUDGETS = {
-    "mailbox": {"max_in_flight": 4, "limit": 10_000, "window": 600},
-    "directory": {"max_in_flight": None, "limit": 3_500, "window": 10},
-    "drive": {"max_in_flight": None, "limit": 1_200, "window": 60},
-    "app": {"max_in_flight": None, "limit": 130_000, "window": 10},
-    # Subscription writes (create, renew, delete): per app + tenant, and per app.
-    "subscriptions": {"max_in_flight": None, "limit": 500, "window": 20},
-    "subscriptions_app": {"max_in_flight": None, "limit": 2_000, "window": 20},
-}
-for _kind, _override in read_json("GRAPH_BUDGETS_JSON").items():
-    if _kind not in GRAPH_BUDGETS or not isinstance(_override, dict):
-        raise ImproperlyConfigured(f"GRAPH_BUDGETS_JSON: unknown budget {_kind!r}")
-    GRAPH_BUDGETS[_kind] = {**GRAPH_BUDGETS[_kind], **_override}
+# Microsoft Graph: Graphport spends Microsoft's own limits before sending (graphsync.throttle,
+# docs/microsoft.md "Throttling limits and budgets"). Tests and benchmarks narrow some of them to
+# bind against the emulator's limits, e.g. {"mailbox": {"limit": 5, "window": 15}}; the graphsync
+# app checks them at start-up.
+GRAPH_BUDGETS = read_json("GRAPH_BUDGETS_JSON")
 # A throttled request sleeps at most this long in a worker; a longer wait ends the task and
 # re-enqueues it with a countdown.
 GRAPH_MAX_SLEEP_SECONDS = 3.0
@@ -232,7 +220,8 @@ GRAPHSYNC_START_ON_CONNECT = True
 
 # Celery: three queues so a backlog of syncs never delays token refreshes. Tasks are
 # acknowledged after they finish and handed to another worker when the one running them dies,
-# so every task must be safe to run twice (they take claims and leases, see style.md).
+# so every task must be safe to run twice (they take claims and leases: docs/architecture.md,
+# "Claims and leases, never Python locks").
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_RESULT_EXPIRES = timedelta(hours=1)

@@ -54,6 +54,9 @@ def test_good_configuration_starts():
         ("PORTAL_BASE_URL", "https://portal.example/app", "must be an origin without a path"),
         ("MICROSOFT_ALLOW_HTTP", "sometimes", "expected true or false"),
         ("EMAIL_URL", "pigeon://coop", "unknown scheme"),
+        ("GRAPH_BUDGETS_JSON", '{"mailbx": {"limit": 5}}', "unknown budget 'mailbx'"),
+        ("GRAPH_BUDGETS_JSON", '{"mailbox": {"limt": 5}}', "takes an object with"),
+        ("GRAPH_BUDGETS_JSON", '{"mailbox": {"limit": 0}}', "a budget needs limit >= 1"),
     ],
 )
 def test_malformed_value_stops_startup_naming_the_variable(variable, value, words):
