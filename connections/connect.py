@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from connections import audit, credentials, identity, idtoken, signals, tokens
 from connections.clouds import is_guid
-from connections.identity import FailureClass, IdentityError
+from connections.identity import FailureClass, IdentityError, SignInProblem
 from connections.models import AuditEvent, AuthorizationAttempt, Connection, EntraApp
 from connections.scopes import OIDC_SCOPES
 
@@ -119,6 +119,7 @@ def _authorize_error(params: dict[str, str], app: EntraApp) -> FlowError:
     # error_description is the only code there is, so it refines what `error` says.
     match = _AADSTS.match(description)
     code = int(match.group(1)) if match else None
+    problem = identity.sign_in_problem(code)
     trace = re.search(r"Trace ID: ([0-9a-fA-F-]+)", description)
     common = {
         "code": f"AADSTS{code}" if code else error,
@@ -126,13 +127,13 @@ def _authorize_error(params: dict[str, str], app: EntraApp) -> FlowError:
         "description": description,
         "app": app,
     }
-    if code in (50011, 500113):
+    if problem == SignInProblem.REDIRECT_URI:
         return FlowError(
             "redirect_uri", "The app's redirect URI is not registered in Azure.", **common
         )
-    if code in (65001, 90094, 90095) or error == "consent_required":
+    if problem == SignInProblem.CONSENT or error == "consent_required":
         return FlowError("consent", "Permission to these data needs consent first.", **common)
-    if error == "access_denied" or code == 65004:
+    if error == "access_denied" or problem == SignInProblem.DECLINED:
         return FlowError("cancelled", "You cancelled the sign-in; nothing was connected.", **common)
     if error == "login_required":
         return FlowError(
@@ -141,7 +142,7 @@ def _authorize_error(params: dict[str, str], app: EntraApp) -> FlowError:
             "(prompt=none) and there was no Microsoft session to use.",
             **common,
         )
-    if code in (50076, 50079, 53003) or error == "interaction_required":
+    if problem == SignInProblem.MFA or error == "interaction_required":
         return FlowError(
             "mfa",
             "Your organisation requires another step (multi-factor authentication or a "
@@ -158,16 +159,17 @@ def _token_error(exc: IdentityError, app: EntraApp) -> FlowError:
         "description": exc.description,
         "app": app,
     }
-    if exc.code == 54005:
+    problem = identity.sign_in_problem(exc.code)
+    if problem == SignInProblem.CODE_USED:
         return FlowError("code_used", "This sign-in code was already used.", **common)
-    if exc.code in (50011, 500113):
+    if problem == SignInProblem.REDIRECT_URI:
         return FlowError("redirect_uri", "The app's redirect URI does not match Azure's.", **common)
     klass = exc.failure_class
     if klass == FailureClass.APP_CREDENTIALS:
         return FlowError("app_credentials", exc.explanation, **common)
     if klass == FailureClass.CONSENT:
         return FlowError("consent", exc.explanation, **common)
-    if exc.code in (50076, 50079, 53003):
+    if problem == SignInProblem.MFA:
         return FlowError("mfa", exc.explanation, **common)
     if klass == FailureClass.TRANSIENT:
         return FlowError("other", exc.explanation, status=503, **common)

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from django.conf import settings
-from django.core.mail import send_mass_mail
-from django.urls import reverse
 from django.utils import timezone
 
-from connections import audit
+from connections import audit, notices
 from connections.models import (
     EXPIRY_WARNING_DAYS,
+    SECRET_WARNING_DAYS,
     AppCertificate,
     AuditEvent,
     ClientSecret,
-    Membership,
 )
+from core.formatting import plural
 
 
 def threshold_for(days_left: int) -> int | None:
@@ -28,24 +26,23 @@ def threshold_for(days_left: int) -> int | None:
 def warn_expiring_secrets(today: date | None = None) -> int:
     """Warn about client secrets and certificates; returns how many warnings went out."""
     today = today or timezone.localdate()
-    horizon = today + timedelta(days=max(EXPIRY_WARNING_DAYS))
-    mails, warned = [], 0
-    for model, what in ((ClientSecret, "client secret"), (AppCertificate, "certificate")):
+    horizon = today + timedelta(days=SECRET_WARNING_DAYS)
+    expiring = []
+    for model in (ClientSecret, AppCertificate):
         due = model.objects.filter(
             expires_on__gte=today, expires_on__lte=horizon, app__is_active=True
         ).select_related("app", "app__tenant")
         for credential in due:
-            mail = _warn(model, credential, what, today)
-            if mail is not None:
-                warned += 1
-                if mail[3]:
-                    mails.append(mail)
-    if mails:
-        send_mass_mail(mails, fail_silently=False)
-    return warned
+            days = _claim(model, credential, today)
+            if days is not None:
+                expiring.append((credential, days))
+    if expiring:
+        notices.credentials_expiring(expiring)
+    return len(expiring)
 
 
-def _warn(model, credential, what: str, today: date):
+def _claim(model, credential, today: date) -> int | None:
+    """The days left if this credential's warning is due now and this run claimed it."""
     days = credential.days_left(today)
     threshold = threshold_for(days)
     if threshold is None or (
@@ -59,18 +56,12 @@ def _warn(model, credential, what: str, today: date):
     if not claimed:
         return None
     app = credential.app
-    label = credential.hint + "…" if what == "client secret" else credential.thumbprint_sha1[:8]
-    message = (
-        f"The {what} {label} of {app.name} expires on {credential.expires_on:%Y-%m-%d} "
-        f"(in {days} day{'s' if days != 1 else ''}). Create a new one in the Azure portal "
-        "and add it to the app in Graphport before then."
+    audit.record(
+        AuditEvent.Kind.SECRET_EXPIRING,
+        f"The {credential.noun} {credential.short_label} of {app.name} expires on "
+        f"{credential.expires_on:%Y-%m-%d} (in {plural(days, 'day')}). Create a new one in the "
+        "Azure portal and add it to the app in Graphport before then.",
+        app=app,
+        days_left=days,
     )
-    audit.record(AuditEvent.Kind.SECRET_EXPIRING, message, app=app, days_left=days)
-    link = settings.PORTAL_BASE_URL + reverse("admin:connections_entraapp_change", args=[app.pk])
-    recipients = list(
-        Membership.objects.filter(tenant=app.tenant, role=Membership.Role.ADMIN)
-        .exclude(user__email="")
-        .values_list("user__email", flat=True)
-    )
-    subject = f"[Graphport] A {what} of {app.name} expires in {days} days"
-    return (subject, f"{message}\n\n{link}\n", None, recipients)
+    return days

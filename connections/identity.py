@@ -12,7 +12,7 @@ import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 import requests
@@ -40,73 +40,145 @@ class FailureClass(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
-_BY_CODE: dict[int, tuple[FailureClass, str]] = {
-    50076: (FailureClass.RECONNECT, "Multi-factor authentication is required: sign in again."),
-    50079: (FailureClass.RECONNECT, "The user must register for multi-factor authentication."),
-    70000: (FailureClass.RECONNECT, "The grant is no longer valid: sign in again."),
-    70008: (FailureClass.RECONNECT, "The refresh token has expired or was revoked."),
-    700082: (
+class SignInProblem(enum.StrEnum):
+    """Finer than FailureClass, for the sign-in pages: what exactly stopped a sign-in."""
+
+    REDIRECT_URI = "redirect_uri"  # the redirect URI is not registered in Azure
+    CONSENT = "consent"  # a user or an admin must consent first
+    DECLINED = "declined"  # the user declined to consent
+    MFA = "mfa"  # another step (MFA, Conditional Access) was not completed
+    CODE_USED = "code_used"  # the authorization code was already redeemed
+
+
+class _Code(NamedTuple):
+    failure_class: FailureClass
+    explanation: str
+    sign_in: SignInProblem | None = None
+
+
+#: Every AADSTS code Graphport tells apart, each written here once.
+_BY_CODE: dict[int, _Code] = {
+    50076: _Code(
+        FailureClass.RECONNECT,
+        "Multi-factor authentication is required: sign in again.",
+        SignInProblem.MFA,
+    ),
+    50079: _Code(
+        FailureClass.RECONNECT,
+        "The user must register for multi-factor authentication.",
+        SignInProblem.MFA,
+    ),
+    70000: _Code(FailureClass.RECONNECT, "The grant is no longer valid: sign in again."),
+    70008: _Code(FailureClass.RECONNECT, "The refresh token has expired or was revoked."),
+    700082: _Code(
         FailureClass.RECONNECT,
         "The refresh token expired after 90 days without use: sign in again.",
     ),
-    700084: (FailureClass.RECONNECT, "The single-page-app refresh token reached its 24 h limit."),
-    50173: (FailureClass.RECONNECT, "Access was revoked by the user or an administrator."),
-    53003: (FailureClass.RECONNECT, "Blocked by a Conditional Access policy of the tenant."),
-    65001: (FailureClass.CONSENT, "Consent is missing for the requested permissions."),
-    90094: (FailureClass.CONSENT, "An administrator must consent to these permissions."),
-    90095: (FailureClass.CONSENT, "An administrator must consent to these permissions."),
-    7000215: (
+    700084: _Code(
+        FailureClass.RECONNECT, "The single-page-app refresh token reached its 24 h limit."
+    ),
+    50173: _Code(FailureClass.RECONNECT, "Access was revoked by the user or an administrator."),
+    53003: _Code(
+        FailureClass.RECONNECT,
+        "Blocked by a Conditional Access policy of the tenant.",
+        SignInProblem.MFA,
+    ),
+    65001: _Code(
+        FailureClass.CONSENT,
+        "Consent is missing for the requested permissions.",
+        SignInProblem.CONSENT,
+    ),
+    90094: _Code(
+        FailureClass.CONSENT,
+        "An administrator must consent to these permissions.",
+        SignInProblem.CONSENT,
+    ),
+    90095: _Code(
+        FailureClass.CONSENT,
+        "An administrator must consent to these permissions.",
+        SignInProblem.CONSENT,
+    ),
+    7000215: _Code(
         FailureClass.APP_CREDENTIALS,
         "The client secret is wrong. Copy the secret's Value (not its Secret ID) from "
         "Certificates & secrets in the Azure portal.",
     ),
-    7000222: (
+    7000222: _Code(
         FailureClass.APP_CREDENTIALS,
         "The client secret has expired. Create a new one under Certificates & secrets and add "
         "it here.",
     ),
-    700027: (
+    700027: _Code(
         FailureClass.APP_CREDENTIALS,
         "The certificate is not registered on the app (Certificates & secrets in the Azure "
         "portal), or the private key does not belong to it.",
     ),
-    700024: (
+    700024: _Code(
         FailureClass.APP_CREDENTIALS,
         "The client assertion is outside its valid time range: check this server's clock.",
     ),
-    700016: (
+    700016: _Code(
         FailureClass.APP_CREDENTIALS,
         "No app with this client id exists in that tenant: check the client id, the authority "
         "and that the app was consented there.",
     ),
-    70011: (
+    70011: _Code(
         FailureClass.CONFIGURATION,
         "The scopes are invalid (.default mixed with named scopes?).",
     ),
-    700022: (FailureClass.CONFIGURATION, "The scopes are invalid or name several resources."),
-    700023: (FailureClass.CONFIGURATION, "The scopes are invalid or name several resources."),
-    50011: (FailureClass.CONFIGURATION, "The redirect URI does not match the registered one."),
-    500113: (FailureClass.CONFIGURATION, "The app has no redirect URI registered."),
-    50194: (
+    700022: _Code(FailureClass.CONFIGURATION, "The scopes are invalid or name several resources."),
+    700023: _Code(FailureClass.CONFIGURATION, "The scopes are invalid or name several resources."),
+    50011: _Code(
+        FailureClass.CONFIGURATION,
+        "The redirect URI does not match the registered one.",
+        SignInProblem.REDIRECT_URI,
+    ),
+    500113: _Code(
+        FailureClass.CONFIGURATION,
+        "The app has no redirect URI registered.",
+        SignInProblem.REDIRECT_URI,
+    ),
+    50194: _Code(
         FailureClass.CONFIGURATION,
         "The app is single-tenant: use its tenant's own authority, not common.",
     ),
-    90002: (
+    90002: _Code(
         FailureClass.CONFIGURATION,
         "Tenant not found: check the authority or Directory (tenant) ID, and the cloud.",
     ),
-    9001023: (
+    9001023: _Code(
         FailureClass.CONFIGURATION,
         "Client credentials need a tenant GUID or domain, not common or consumers.",
     ),
-    50020: (FailureClass.USER, "The account belongs to another tenant and is not a guest there."),
-    54005: (FailureClass.FLOW, "The authorization code was already used: connect again."),
-    650052: (
+    50020: _Code(
+        FailureClass.USER, "The account belongs to another tenant and is not a guest there."
+    ),
+    54005: _Code(
+        FailureClass.FLOW,
+        "The authorization code was already used: connect again.",
+        SignInProblem.CODE_USED,
+    ),
+    650052: _Code(
         FailureClass.TENANT,
         "The tenant lacks a service subscription the app needs: tell the tenant's administrator.",
     ),
-    50196: (FailureClass.TRANSIENT, "Too many identical requests (loop detected): backing off."),
+    50196: _Code(
+        FailureClass.TRANSIENT, "Too many identical requests (loop detected): backing off."
+    ),
 }
+
+#: The user declined consent. It only arrives in the authorize redirect's error_description,
+#: never from the token endpoint, so it has no failure class.
+DECLINED_CONSENT = 65004
+
+
+def sign_in_problem(code: int | None) -> SignInProblem | None:
+    """What an AADSTS code says stopped a sign-in, when it says something specific."""
+    if code == DECLINED_CONSENT:
+        return SignInProblem.DECLINED
+    known = _BY_CODE.get(code) if code is not None else None
+    return known.sign_in if known is not None else None
+
 
 _BY_ERROR: dict[str, FailureClass] = {
     "invalid_grant": FailureClass.RECONNECT,
@@ -150,7 +222,7 @@ class IdentityError(Exception):
         # error_codes and suberror decide first; `error` only when they say nothing we know.
         for code in self.codes:
             if code in _BY_CODE:
-                return _BY_CODE[code][0]
+                return _BY_CODE[code].failure_class
         if self.suberror == "consent_required":
             return FailureClass.CONSENT
         if self.suberror in {
@@ -169,7 +241,7 @@ class IdentityError(Exception):
         """Plain words for an administrator or a user; Microsoft's own text is kept apart."""
         for code in self.codes:
             if code in _BY_CODE:
-                return _BY_CODE[code][1]
+                return _BY_CODE[code].explanation
         if self.failure_class == FailureClass.TRANSIENT:
             return "Microsoft's sign-in service is temporarily unavailable."
         return f"Microsoft refused the request ({self.error})."

@@ -18,14 +18,12 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import DatabaseError, transaction
-from django.urls import reverse
 from django.utils import timezone
 
-from connections import audit, credentials, identity
+from connections import audit, credentials, identity, notices
 from connections.identity import FailureClass, IdentityError
-from connections.models import AuditEvent, Connection, EntraApp, Membership
+from connections.models import AuditEvent, Connection, EntraApp
 from core import backoff, encryption, keys, redis_client
 
 logger = logging.getLogger(__name__)
@@ -313,11 +311,7 @@ def _failed(connection: Connection, exc: IdentityError) -> TokenUnavailable:
         trace_id=exc.trace_id,
     )
     if streak == ALERT_STREAK:
-        _alert_admins(
-            connection.app,
-            f"Token refresh of {connection} failed {streak} times in a row",
-            f"The last failure: {reason}. Graphport keeps retrying with backoff.",
-        )
+        notices.refresh_failing(connection, streak, reason)
         audit.record(
             AuditEvent.Kind.REFRESH_ALERT,
             f"{streak} failures in a row: {reason}",
@@ -337,16 +331,7 @@ def _reconnect_needed(connection: Connection, reason: str, exc: IdentityError) -
         code=exc.aadsts,
         trace_id=exc.trace_id,
     )
-    user = connection.user
-    if user is not None and user.email:
-        link = settings.PORTAL_BASE_URL + reverse("connections:mine")
-        send_mail(
-            "[Graphport] Please reconnect your Microsoft account",
-            f"Graphport can no longer reach {connection.user_principal_name or 'your account'} "
-            f"through {connection.app.name}: {reason}\n\nReconnect it here: {link}\n",
-            None,
-            [user.email],
-        )
+    notices.reconnect_needed(connection, reason)
     return ReconnectNeeded(reason)
 
 
@@ -371,23 +356,5 @@ def _app_broken(connection: Connection, reason: str, exc: IdentityError) -> AppC
         audit.record(
             AuditEvent.Kind.APP_PAUSED, reason, app=app, code=exc.aadsts, trace_id=exc.trace_id
         )
-        link = settings.PORTAL_BASE_URL + reverse(
-            "admin:connections_entraapp_change", args=[app.pk]
-        )
-        _alert_admins(
-            app,
-            f"The credentials of {app.name} are broken",
-            f"{reason}\n\nToken refreshes for its connections are paused; their tokens are kept. "
-            f"Fix the credentials, then press Verify credentials: {link}",
-        )
+        notices.app_credentials_broken(app, reason)
     return AppCredentialsBroken(reason)
-
-
-def _alert_admins(app: EntraApp, subject: str, body: str) -> None:
-    recipients = list(
-        Membership.objects.filter(tenant=app.tenant_id, role=Membership.Role.ADMIN)
-        .exclude(user__email="")
-        .values_list("user__email", flat=True)
-    )
-    if recipients:
-        send_mail(f"[Graphport] {subject}", body, None, recipients)

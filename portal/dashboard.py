@@ -36,11 +36,6 @@ TOP_ERRORS = 5
 # filters on (`…__startswith=`), which keeps the URL short whatever the error's length.
 ERROR_PREFIX = 100
 
-CONNECTION_TONES = {
-    Connection.Status.ACTIVE: "ok",
-    Connection.Status.RECONNECT_NEEDED: "bad",
-    Connection.Status.APP_CREDENTIALS_BROKEN: "bad",
-}
 # The statuses whose reason is an error someone has to act on (disabled and disconnected are
 # somebody's decision, and their reason says who).
 ERROR_STATUSES = (Connection.Status.RECONNECT_NEEDED, Connection.Status.APP_CREDENTIALS_BROKEN)
@@ -51,7 +46,7 @@ class Counter:
     label: str
     count: int
     url: str
-    tone: str  # ok, warn, bad or none (connections.admin.badges)
+    tone: str  # ok, warn, bad or none (core.formatting.TONE_COLOURS)
 
 
 @dataclass(frozen=True)
@@ -156,12 +151,13 @@ def _connections(tenant: Tenant | None) -> list[Counter]:
         .annotate(n=Count("pk"))
         .order_by()
     )
+    tones = Connection.STATUS_TONES
     return [
         Counter(
             label=status.label,
             count=counts.get(status.value, 0),
             url=_changelist("connections_connection", status__exact=status.value),
-            tone=CONNECTION_TONES.get(status, "none") if counts.get(status.value) else "none",
+            tone=tones.get(status, "none") if counts.get(status.value) else "none",
         )
         for status in Connection.Status
     ]

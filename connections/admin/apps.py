@@ -4,7 +4,6 @@ from django.contrib import admin, messages
 from django.db import models
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from connections import audit, credentials
@@ -18,6 +17,9 @@ from connections.models import (
 )
 from connections.tenancy import TenantScopedAdmin, TenantScopedInline, admin_tenant
 from core.formatting import badge
+
+#: how a credential's expiry_state looks
+EXPIRY_TONES = {"expired": "bad", "expiring": "warn", "fine": "ok"}
 
 
 class ClientSecretInline(TenantScopedInline, admin.TabularInline):
@@ -59,8 +61,7 @@ class AppCertificateInline(TenantScopedInline, admin.TabularInline):
     def stored(self, obj: AppCertificate) -> str:
         if not obj.pk:
             return "—"
-        days = (obj.expires_on - timezone.localdate()).days
-        tone = "bad" if days < 0 else "warn" if days < 30 else "ok"
+        tone = EXPIRY_TONES[obj.expiry_state]
         return format_html(
             "thumbprint {} {}", obj.thumbprint_sha1, badge(f"expires {obj.expires_on}", tone)
         )

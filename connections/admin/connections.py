@@ -125,12 +125,7 @@ class ConnectionAdmin(TenantScopedAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Connection) -> str:
-        tone = {
-            Connection.Status.ACTIVE: "ok",
-            Connection.Status.RECONNECT_NEEDED: "bad",
-            Connection.Status.APP_CREDENTIALS_BROKEN: "bad",
-        }.get(obj.status, "none")
-        return badge(obj.get_status_display(), tone)
+        return badge(obj.get_status_display(), obj.status_tone)
 
     @admin.display(description="Refresh token age")
     def refresh_token_age(self, obj: Connection) -> str:

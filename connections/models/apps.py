@@ -24,8 +24,11 @@ from connections.clouds import (
 from connections.models.tenants import Tenant
 from core.encryption import EncryptedTextField
 
-SECRET_WARNING_DAYS = 30
+#: Warnings go to a tenant's administrators this many days before a client secret or a
+#: certificate expires (connections.expiry). The largest is also the horizon within which a
+#: credential counts as expiring soon, wherever that is shown (its badge, the dashboard).
 EXPIRY_WARNING_DAYS = (30, 7, 1)
+SECRET_WARNING_DAYS = max(EXPIRY_WARNING_DAYS)
 
 
 def validate_guid(value: str) -> None:
@@ -272,8 +275,21 @@ class Credential(models.Model):
         abstract = True
         ordering = ["-created_at"]
 
+    #: what the credential is called in notices and the audit trail
+    noun = "credential"
+
     def days_left(self, today: date | None = None) -> int:
         return (self.expires_on - (today or timezone.localdate())).days
+
+    @property
+    def expiry_state(self) -> str:
+        """`expired`, `expiring` (within SECRET_WARNING_DAYS) or `fine`."""
+        days = self.days_left()
+        if days < 0:
+            return "expired"
+        if days < SECRET_WARNING_DAYS:
+            return "expiring"
+        return "fine"
 
 
 class ClientSecret(Credential):
@@ -285,18 +301,16 @@ class ClientSecret(Credential):
     )
     expires_on = models.DateField(help_text="As shown in the Azure portal's Expires column.")
 
+    noun = "client secret"
+
     def __str__(self) -> str:
         label = self.description or "client secret"
         return f"{label} ({self.hint}…, expires {self.expires_on:%Y-%m-%d})"
 
     @property
-    def expiry_state(self) -> str:
-        days = self.days_left()
-        if days < 0:
-            return "expired"
-        if days < SECRET_WARNING_DAYS:
-            return "expiring"
-        return "fine"
+    def short_label(self) -> str:
+        """How the Azure portal shows it: its first characters."""
+        return f"{self.hint}…"
 
 
 class AppCertificate(Credential):
@@ -314,5 +328,12 @@ class AppCertificate(Credential):
     )
     expires_on = models.DateField(editable=False)
 
+    noun = "certificate"
+
     def __str__(self) -> str:
         return f"{self.description or 'certificate'} ({self.thumbprint_sha1[:8]}…)"
+
+    @property
+    def short_label(self) -> str:
+        """The start of its thumbprint, as the Azure portal shows it."""
+        return self.thumbprint_sha1[:8]
