@@ -1,4 +1,5 @@
-"""Microsoft's national clouds and the URLs an app registration derives from them (reference §1)."""
+"""Microsoft's national clouds and the URLs an app registration derives from them
+(docs/microsoft.md, "Endpoints and clouds")."""
 
 from __future__ import annotations
 

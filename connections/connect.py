@@ -334,7 +334,8 @@ def _complete_admin_consent(
             f"Consent came from tenant {tenant_id}, not the app's tenant {pinned}.",
             app=app,
         )
-    # Never trust `tenant` from the redirect alone (reference §5): a token request proves it.
+    # Never trust `tenant` from the redirect alone (docs/microsoft.md, "Admin consent"): a token
+    # request proves it.
     token_url = app.token_url_for(tenant_id)
     token = _with_each_credential(
         app,

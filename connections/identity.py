@@ -2,8 +2,8 @@
 
 Token requests go through requests-oauthlib. A compliance hook reads Microsoft's error JSON
 before oauthlib does, because oauthlib keeps only `error` and `error_description`, and the
-decisions here must come from `error_codes` and `suberror` (reference §3: the same AADSTS code
-arrives under different `error` values).
+decisions here must come from `error_codes` and `suberror`: the same AADSTS code arrives under
+different `error` values (docs/microsoft.md, "Error codes and how Graphport classifies them").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""ID-token validation (reference §6): signature against the JWKS, issuer built from `tid`,
-audience, nonce, lifetime, and the pinned tenant of a single-tenant app."""
+"""ID-token validation (docs/microsoft.md, "ID tokens"): signature against the JWKS, issuer built
+from `tid`, audience, nonce, lifetime, and the pinned tenant of a single-tenant app."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def validate(app: EntraApp, id_token: str, nonce: str) -> Identity:
     if not is_guid(tenant_id):
         raise InvalidIdToken("the tid claim is not a tenant GUID")
     # Multi-tenant metadata publishes the issuer as {login}/{tenantid}/v2.0: substitute the
-    # token's own tid and require an exact match (reference §6).
+    # token's own tid and require an exact match (docs/microsoft.md, "ID tokens").
     issuer = f"{app.hosts.login}/{tenant_id}/v2.0"
     try:
         signing_key = _jwks_client(app.jwks_url).get_signing_key_from_jwt(id_token)

@@ -1,4 +1,5 @@
-"""Delegated scope rules of the Microsoft identity platform (reference §2, §3)."""
+"""Delegated scope rules of the Microsoft identity platform (docs/microsoft.md, "Authorization
+request" and "Token endpoint")."""
 
 from __future__ import annotations
 

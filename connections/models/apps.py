@@ -238,7 +238,8 @@ class EntraApp(models.Model):
 
     @property
     def admin_consent_url(self) -> str:
-        # Admin consent takes a GUID, a domain or `organizations`, never `common` (reference §1).
+        # Admin consent takes a GUID, a domain or `organizations`, never `common`
+        # (docs/microsoft.md, "Admin consent").
         tenant = self.authority if is_specific_tenant(self.authority) else "organizations"
         return self.login_url(tenant, "v2.0/adminconsent")
 
