@@ -10,10 +10,10 @@ class GraphsyncConfig(AppConfig):
     def ready(self) -> None:
         # Imported once the apps are loaded (they use models): Django's way, not a cycle.
         from connections import signals
-        from graphsync import receivers, throttle
+        from graphsync import budgets, receivers
 
         try:
-            throttle.check_overrides(settings.GRAPH_BUDGETS)
+            budgets.check_overrides(settings.GRAPH_BUDGETS)
         except ValueError as exc:
             raise ImproperlyConfigured(f"GRAPH_BUDGETS_JSON: {exc}") from None
 

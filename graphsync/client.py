@@ -24,8 +24,9 @@ from django.utils import timezone
 from connections import tokens
 from connections.models import Connection
 from core import redis_client
-from graphsync import throttle
-from graphsync.throttle import Budget, Scope, Throttle, ThrottleWait
+from graphsync import budgets, throttle
+from graphsync.budgets import Budget
+from graphsync.throttle import Scope, Throttle, ThrottleWait
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ def shared_throttle() -> Throttle:
 
 
 def budget(kind: str) -> Budget:
-    """The limits Graphport spends against (graphsync.throttle.LIMITS, as configured)."""
-    return throttle.configured(kind, settings.GRAPH_BUDGETS)
+    """The limits Graphport spends against (graphsync.budgets.LIMITS, as configured)."""
+    return budgets.configured(kind, settings.GRAPH_BUDGETS)
 
 
 class GraphClient:

@@ -194,7 +194,7 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# Microsoft Graph: Graphport spends Microsoft's own limits before sending (graphsync.throttle,
+# Microsoft Graph: Graphport spends Microsoft's own limits before sending (graphsync.budgets,
 # docs/microsoft.md "Throttling limits and budgets"). Tests and benchmarks narrow some of them to
 # bind against the emulator's limits, e.g. {"mailbox": {"limit": 5, "window": 15}}; the graphsync
 # app checks them at start-up.

@@ -17,14 +17,13 @@ import redis
 
 from core.backoff import full_jitter
 from devtools.localservices import LocalRedis
+from graphsync.budgets import Budget, directory_cost
 from graphsync.throttle import (
-    Budget,
     Grant,
     Scope,
     Throttle,
     ThrottleWait,
     Wait,
-    directory_cost,
     retry_after_seconds,
 )
 
