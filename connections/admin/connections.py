@@ -48,6 +48,7 @@ class ConnectionAdmin(TenantScopedAdmin):
         "failure_streak",
     ]
     list_filter = ["status", "kind", "app__credentials_status"]
+    extra_lookups = ("status__in", "status_reason__startswith")  # the dashboard's links
     list_select_related = ["app", "app__tenant", "user"]
     search_fields = [
         "user_principal_name",

@@ -53,6 +53,13 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
         "short_error",
     ]
     list_filter = ["state", "resource", "enabled"]
+    # The dashboard's and the connection page's links.
+    extra_lookups = (
+        "disabled_reason__gt",
+        "failure_streak__gt",
+        "last_error__startswith",
+        "connection__id__exact",
+    )
     list_select_related = ["connection", "tenant"]
     search_fields = ["connection__user_principal_name", "=connection__ms_object_id"]
     actions = ["run_now", "full_resync", "enable_jobs", "disable_jobs"]

@@ -52,6 +52,7 @@ class RecordAdmin(TenantFilterForOperators, TenantScopedAdmin):
     # Connection has thousands of rows: it is filtered through ?connection__id__exact= links
     # from the connection and job pages, never offered as a list of choices.
     list_filter = ["resource", DeletedFilter]
+    extra_lookups = ("job__id__exact", "connection__id__exact")  # the job and connection pages
     list_select_related = ["connection"]
     # Subject or name as typed, or a Graph id pasted whole (exact: the indexed column).
     search_fields = ["title", "=graph_id"]

@@ -62,6 +62,8 @@ class SyncRunAdmin(TenantFilterForOperators, TenantScopedAdmin):
         "short_error",
     ]
     list_filter = ["outcome", "trigger", "full_resync"]
+    # The dashboard's and the job page's links.
+    extra_lookups = ("error__startswith", "started_at__gte", "job__id__exact")
     list_select_related = ["job", "job__connection", "job__connection__app"]
     search_fields = ["job__connection__user_principal_name", "=job__connection__ms_object_id"]
     # One query per drill-down level on the indexed started_at: fine at this table's size.
