@@ -22,8 +22,21 @@ class MembershipInline(TenantScopedInline, admin.TabularInline):
     tenant_admin_can_add = tenant_admin_can_change = tenant_admin_can_delete = False
 
 
+# Names and usernames are unique across every tenant, so "already exists" would tell one tenant
+# that another has it. Every refusal reads the same, whatever the reason.
+NOT_AVAILABLE = "This {} is not available: choose another."
+
+
+class TenantForm(forms.ModelForm):
+    class Meta:
+        model = Tenant
+        fields = ["name"]
+        error_messages = {"name": {"unique": NOT_AVAILABLE.format("name")}}
+
+
 @admin.register(Tenant)
 class TenantAdmin(TenantScopedAdmin):
+    form = TenantForm
     tenant_lookup = "pk"
     tenant_admin_can_add = tenant_admin_can_delete = False
     list_display = ["name", "created_at"]
@@ -39,6 +52,7 @@ class MemberForm(SetPasswordMixin, forms.ModelForm):
     class Meta:
         model = Member
         fields = ("username", "first_name", "last_name", "email", "is_active")
+        error_messages = {"username": {"unique": NOT_AVAILABLE.format("username")}}
 
     def __init__(self, *args, request=None, **kwargs):
         super().__init__(*args, **kwargs)
