@@ -76,6 +76,18 @@ def read_str(name: str, default: str | None = None) -> str | None:
     return default if value is None else value
 
 
+def check_secret(name: str, value: str, *, length: int = 50, distinct: int = 5) -> str:
+    """A secret that stands up in production: long and random-looking, not a placeholder (the
+    same rule as Django's deployment check for SECRET_KEY)."""
+    if len(value) < length or len(set(value)) < distinct or value.startswith("django-insecure"):
+        raise ImproperlyConfigured(
+            f"{name}: too weak ({len(value)} characters, {len(set(value))} distinct): use at "
+            f"least {length} random characters, e.g. python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(50))'"
+        )
+    return value
+
+
 def read_url(name: str, default: str, schemes: set[str]) -> str:
     value = _raw(name) or default
     parts = urlsplit(value)

@@ -19,6 +19,7 @@ from kombu import Queue
 
 from core.env import (
     REDIS_SCHEMES,
+    check_secret,
     dev_secret,
     env,
     read_bool,
@@ -48,6 +49,8 @@ if not SECRET_KEY:
             "SECRET_KEY: required when DEBUG is off (or set SECRET_KEY_FILE)"
         )
     SECRET_KEY = dev_secret(VAR_DIR / "dev-secret-key", lambda: secrets.token_urlsafe(50))
+elif not DEBUG:
+    check_secret("SECRET_KEY", SECRET_KEY)
 
 FIELD_ENCRYPTION_KEYS = read_fernet_keys("FIELD_ENCRYPTION_KEYS")
 if not FIELD_ENCRYPTION_KEYS:

@@ -8,6 +8,7 @@ are stopped at the end, whatever happened.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def main(pytest_args: list[str]) -> int:
     env.update(
         ENV_FILE=os.devnull,
         DEBUG="false",
-        SECRET_KEY="test-" + Fernet.generate_key().decode(),
+        SECRET_KEY=secrets.token_urlsafe(50),
         FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         MICROSOFT_ALLOW_HTTP="true",
         PYTHONUNBUFFERED="1",

@@ -133,7 +133,7 @@ def test_devtools_are_installed_only_in_debug_and_when_present(debug, devtools, 
         "ENV_FILE": os.devnull,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "DEBUG": debug,
-        "SECRET_KEY": "x" * 50,
+        "SECRET_KEY": "packaging-test-" + "0123456789abcdef" * 3,
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "DATABASE_URL": "sqlite:////tmp/graphport-packaging-test.sqlite3",
     }

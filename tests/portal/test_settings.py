@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 GOOD = {
     "ENV_FILE": os.devnull,
     "DEBUG": "false",
-    "SECRET_KEY": "x" * 50,
+    "SECRET_KEY": "settings-test-" + "0123456789abcdef" * 3,
     "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
     "DATABASE_URL": "sqlite:////tmp/graphport-settings-test.sqlite3",
     "REDIS_URL": "redis://127.0.0.1:6399/0",
@@ -55,6 +55,9 @@ def test_good_configuration_starts():
         ("MICROSOFT_ALLOW_HTTP", "sometimes", "expected true or false"),
         ("EMAIL_URL", "pigeon://coop", "unknown scheme"),
         ("GRAPH_BUDGETS_JSON", '{"mailbx": {"limit": 5}}', "unknown budget 'mailbx'"),
+        ("SECRET_KEY", "change-me-to-50-random-characters", "too weak (33 characters"),
+        ("SECRET_KEY", "x" * 64, "64 characters, 1 distinct"),
+        ("SECRET_KEY", "django-insecure-" + "abcdefghij" * 5, "too weak"),
         ("GRAPH_BUDGETS_JSON", '{"mailbox": {"limt": 5}}', "takes an object with"),
         ("GRAPH_BUDGETS_JSON", '{"mailbox": {"limit": 0}}', "a budget needs limit >= 1"),
     ],
