@@ -8,12 +8,15 @@ is never listed, never offered as a choice, and a URL naming one answers 404.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Model, QuerySet
 from django.http import Http404
 
 from connections.models import Connection, EntraApp, Tenant
+from core.encryption import EncryptedTextField
 
 # What Django's own list filters and date hierarchy add to a declared filter's name.
 FILTER_SUFFIXES = frozenset(
@@ -61,6 +64,27 @@ def _tenant_paths() -> dict[type[Model], str]:
     }
 
 
+def _encrypted(model: type[Model], prefix: str = "") -> list[str]:
+    return [
+        f"{prefix}{field.name}"
+        for field in model._meta.concrete_fields
+        if isinstance(field, EncryptedTextField)
+    ]
+
+
+def _without_secrets(queryset: QuerySet, related: Iterable[str] = ()) -> QuerySet:
+    """Secrets and tokens are never shown in the admin, so lists and pages never load (and
+    decrypt) them, neither on their own rows nor on the rows `related` (the list's
+    select_related paths) brings along; a form that sets one still saves it."""
+    deferred = _encrypted(queryset.model)
+    for path in related:
+        model = queryset.model
+        for part in path.split("__"):
+            model = model._meta.get_field(part).related_model
+        deferred += _encrypted(model, f"{path}__")
+    return queryset.defer(*deferred) if deferred else queryset
+
+
 def _scope_choices(field, db_field, request):
     lookup = _tenant_paths().get(db_field.related_model)
     if field is None or lookup is None or request.user.is_superuser:
@@ -85,7 +109,9 @@ class TenantScopedAdmin(admin.ModelAdmin):
     extra_lookups: tuple[str, ...] = ()
 
     def get_queryset(self, request) -> QuerySet:
-        queryset = super().get_queryset(request)
+        related = self.list_select_related
+        paths = related if isinstance(related, list | tuple) else ()
+        queryset = _without_secrets(super().get_queryset(request), paths)
         if request.user.is_superuser:
             return queryset
         tenant = admin_tenant(request.user)
@@ -173,6 +199,9 @@ class TenantScopedInline:
     tenant_admin_can_add = True
     tenant_admin_can_change = True
     tenant_admin_can_delete = True
+
+    def get_queryset(self, request) -> QuerySet:
+        return _without_secrets(super().get_queryset(request))
 
     def _tenant_admin_may(self, request, flag: bool) -> bool:
         return admin_tenant(request.user) is not None and flag

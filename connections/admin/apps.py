@@ -143,7 +143,9 @@ class EntraAppAdmin(TenantScopedAdmin):
         return ["tenant", *filters] if request.user.is_superuser else filters
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related("secrets")
+        # The expiry badges need the secrets' dates, never their values.
+        secrets = models.Prefetch("secrets", queryset=ClientSecret.objects.defer("value"))
+        return super().get_queryset(request).prefetch_related(secrets)
 
     @admin.display(description="Redirect URI")
     def redirect_uri_field(self, obj: EntraApp | None) -> str:
