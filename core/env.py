@@ -45,7 +45,7 @@ def read_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}: expected true or false (or 1/0), got {value!r}")
 
 
-def read_int(name: str, default: int) -> int:
+def read_int(name: str, default: int, minimum: int = 1) -> int:
     value = _raw(name)
     if value is None:
         return default
@@ -53,8 +53,9 @@ def read_int(name: str, default: int) -> int:
         number = int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name}: expected a whole number, got {value!r}") from None
-    if number <= 0:
-        raise ImproperlyConfigured(f"{name}: must be positive, got {number}")
+    if number < minimum:
+        word = "positive" if minimum == 1 else f"at least {minimum}"
+        raise ImproperlyConfigured(f"{name}: must be {word}, got {number}")
     return number
 
 

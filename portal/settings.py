@@ -109,6 +109,13 @@ if "EMAIL_FILE_PATH" in _email:
 DEFAULT_FROM_EMAIL = read_str("DEFAULT_FROM_EMAIL", default="Graphport <graphport@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
+# How long authorization attempts and audit events are kept (connections.retention); 0 keeps
+# them forever.
+RETENTION_AUTHORIZATION_ATTEMPTS_DAYS = read_int(
+    "RETENTION_AUTHORIZATION_ATTEMPTS_DAYS", 90, minimum=0
+)
+RETENTION_AUDIT_EVENTS_DAYS = read_int("RETENTION_AUDIT_EVENTS_DAYS", 365, minimum=0)
+
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",  # django.contrib.admin with portal.admin's site
     "django.contrib.auth",
