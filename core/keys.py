@@ -35,3 +35,9 @@ def subscription_lock(job_id: int) -> str:
 def notified(job_id: int) -> str:
     """Set while a notification-triggered run of the job is queued: a burst becomes one run."""
     return f"{PREFIX}notified:{job_id}"
+
+
+def webhook_budget(address: str) -> str:
+    """Requests to Graph's webhooks from one address in the current window (graphsync.webhooks):
+    a count that lives as long as the window."""
+    return f"{PREFIX}webhook-budget:{address}"

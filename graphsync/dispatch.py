@@ -13,7 +13,10 @@ from graphsync.models import SyncJob
 
 PER_TENANT = 50  # jobs of one tenant per tick, before the next tenant's
 PER_TICK = 2000
-# A queued job is not dispatched again for this long; its run sets the real next time.
+# A queued job is not dispatched again for this long, in case its task is lost (a Redis restart
+# without persistence): long enough for a backlog of syncs to drain without duplicates. Once a
+# run claims the job, its lease replaces this time (SyncJob.leased_until): a run whose worker
+# died is dispatched again as soon as the lease has run out, not ten minutes on.
 QUEUED_GRACE = timedelta(minutes=10)
 BATCH_GROUP = 4
 

@@ -1,9 +1,10 @@
 """The sync engine: one run of one job, page by page, resumable.
 
 A run holds its job's lease (a conditional UPDATE with an expiry), so a job never runs twice at
-once and a dead worker's lease runs out. Each page's records and the cursor it produced are
-committed in one transaction: a worker killed at any point leaves the job at the last committed
-page, and the next run carries on from there.
+once and a dead worker's lease runs out. The lease is renewed with every page and by the run's
+heartbeat between pages, so it can be short: a dead worker's job is free within seconds. Each
+page's records and the cursor it produced are committed in one transaction: a worker killed at
+any point leaves the job at the last committed page, and the next run carries on from there.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -53,6 +55,52 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+class Heartbeat:
+    """Renews the leases a run holds, every third of the lease, for as long as the run lasts.
+
+    A thread rather than renewals at the run's own waiting points: between two commits a run
+    waits on an HTTP read (up to MICROSOFT_HTTP_TIMEOUT, six attempts), on throttle sleeps and on
+    the database, and no single place sees all of them. The thread renews whatever the run waits
+    on, and it dies with the worker process: one killed (SIGKILL, the OOM killer, the task's hard
+    time limit) stops renewing, and its job is free one lease later. That is what lets the lease
+    be seconds long instead of outlasting the slowest page. A run stuck in a live process keeps
+    its lease until the task's hard time limit ends the process.
+    """
+
+    def __init__(self, job_ids: list[int], worker: str):
+        self.job_ids = job_ids
+        self.worker = worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        # Not for ever: a renewal waiting on the job's row lock held by a transaction around
+        # this run would wait for us in turn. Once the run has released the lease, a late
+        # renewal matches nothing.
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        every = SyncJob.lease().total_seconds() / 3
+        jobs = SyncJob.objects.filter(pk__in=self.job_ids)
+        try:
+            while not self._stop.wait(every):
+                try:
+                    if not jobs.renew_leases(self.worker):
+                        return  # released or lost (the main thread stops at its next write)
+                except DatabaseError:
+                    # The database restarting, say: try again with a new connection next time.
+                    # Should it stay away longer than the lease, the job is taken over.
+                    logger.warning("jobs %s: lease renewal failed", self.job_ids, exc_info=True)
+                    connections.close_all()
+        finally:
+            connections.close_all()  # this thread's own connection
+
+
 def _skipped(job_id: int) -> Outcome:
     job = SyncJob.objects.filter(pk=job_id, enabled=True).only("lease_expires_at").first()
     left = job.lease_left() if job else None
@@ -66,12 +114,13 @@ def run(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, worker: str | None
     job = SyncJob.objects.claim(job_id, worker)
     if job is None:
         return _skipped(job_id)
-    run_ = SyncRun.objects.open(job, trigger, worker)
-    client = GraphClient(job.connection, Meter())
-    try:
-        return _execute(job, run_, client, worker)
-    finally:
-        client.close()
+    with Heartbeat([job.pk], worker):
+        run_ = SyncRun.objects.open(job, trigger, worker)
+        client = GraphClient(job.connection, Meter())
+        try:
+            return _execute(job, run_, client, worker)
+        finally:
+            client.close()
 
 
 def _execute(
@@ -191,16 +240,18 @@ def run_connection(
     claimed = [job for job in (SyncJob.objects.claim(pk, worker) for pk in job_ids) if job]
     outcomes = {pk: _skipped(pk) for pk in job_ids if pk not in {job.pk for job in claimed}}
     if claimed:
-        client = GraphClient(claimed[0].connection, Meter())
-        runs = {job.pk: SyncRun.objects.open(job, trigger, worker) for job in claimed}
-        meters = {job.pk: Meter() for job in claimed}
-        try:
-            firsts = _batch_first_pages(client, claimed, worker, runs, meters)
-            for job in claimed:
-                client.meter = meters[job.pk]
-                outcomes[job.pk] = _execute(job, runs[job.pk], client, worker, firsts.get(job.pk))
-        finally:
-            client.close()
+        with Heartbeat([job.pk for job in claimed], worker):
+            client = GraphClient(claimed[0].connection, Meter())
+            runs = {job.pk: SyncRun.objects.open(job, trigger, worker) for job in claimed}
+            meters = {job.pk: Meter() for job in claimed}
+            try:
+                firsts = _batch_first_pages(client, claimed, worker, runs, meters)
+                for job in claimed:
+                    client.meter = meters[job.pk]
+                    first = firsts.get(job.pk)
+                    outcomes[job.pk] = _execute(job, runs[job.pk], client, worker, first)
+            finally:
+                client.close()
     return [outcomes[pk] for pk in job_ids]
 
 
@@ -319,7 +370,7 @@ def commit_page(
         fields = {
             "cursor": (page.next_link or page.delta_link or "") if spec.delta else "",
             "cursor_is_delta": bool(page.delta_link),
-            "lease_expires_at": now + SyncJob.lease(),
+            **SyncJob.leased_until(now),
         }
         if ended and job.resyncing:
             counts.deleted += store.finish_resync(job, now)

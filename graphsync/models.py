@@ -82,14 +82,18 @@ class SyncJobQuerySet(models.QuerySet):
             .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
             .update(
                 lease_owner=worker,
-                lease_expires_at=now + SyncJob.lease(),
                 state=SyncJob.State.RUNNING,
                 last_run_at=now,
+                **SyncJob.leased_until(now),
             )
         )
         if not claimed:
             return None
         return self.select_related("connection", "connection__app").get(pk=job_id)
+
+    def renew_leases(self, worker: str) -> int:
+        """Extend the leases `worker` still holds among these jobs; returns how many."""
+        return self.filter(lease_owner=worker).update(**SyncJob.leased_until(timezone.now()))
 
 
 class SyncJob(models.Model):
@@ -157,8 +161,17 @@ class SyncJob(models.Model):
 
     @staticmethod
     def lease() -> timedelta:
-        """How long a claim lasts without progress: a dead worker's job is free after it."""
+        """How long a claim lasts without renewal: a dead worker's job is free after it."""
         return timedelta(seconds=settings.GRAPH_JOB_LEASE_SECONDS)
+
+    @staticmethod
+    def leased_until(now: datetime) -> dict[str, datetime]:
+        """The fields that take or renew a lease from `now`. While a run holds the job, its
+        next run is due when the lease runs out: a run whose worker died is found by the next
+        dispatch once the lease is over, not when the queued time set by dispatch has passed
+        (the run's end sets the real next time)."""
+        until = now + SyncJob.lease()
+        return {"lease_expires_at": until, "next_run_at": until}
 
     @staticmethod
     def disabled_fields(reason: str) -> dict[str, Any]:

@@ -4,25 +4,93 @@
 Thin: the validation handshake is answered before anything else (Graph waits ten seconds at
 most), a notification is acknowledged with 202 once graphsync.notifications has queued its work
 (Graph wants an answer within three seconds, and retries or slows down otherwise). The body is
-read up to GRAPH_NOTIFICATION_MAX_BYTES. What does not check out is answered 202 as well, so a
-sender learns nothing about which subscriptions exist.
+read up to GRAPH_NOTIFICATION_MAX_BYTES and may hold notifications.MAX_ITEMS. What does not check
+out is answered 202 as well, so a sender learns nothing about which subscriptions exist.
+
+The URLs are public, so each sending address has a request budget, counted in Redis so that all
+web processes share it; past it the answer is 429 with Retry-After (Graph retries a delivery that
+failed for up to four hours).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import math
 from collections.abc import Callable
 
+import redis
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from core import keys, redis_client
 from graphsync import notifications
 
+logger = logging.getLogger(__name__)
+
 MAX_TOKEN_LENGTH = 1024  # Graph's tokens are a sentence and a GUID
+# Requests per sending address and window, both webhooks together. Graph batches notifications,
+# so even a busy fleet of subscriptions reaches us in far fewer requests than this from any one
+# of Microsoft's senders; one address sending more is not Graph in normal operation.
+BUDGET_REQUESTS = 500
+BUDGET_WINDOW_SECONDS = 10
+
+
+def sender(request: HttpRequest) -> str:
+    """The address a request came from, as far as we can trust it.
+
+    REMOTE_ADDR, unless the portal is configured to sit behind a proxy it trusts
+    (USE_X_FORWARDED_PROTO, which sets SECURE_PROXY_SSL_HEADER): then the last X-Forwarded-For
+    entry, the one that proxy added (those before it are whatever the client sent). An IPv6
+    sender counts by its /64, the block one customer line is given.
+    """
+    address = request.META.get("REMOTE_ADDR") or ""
+    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        address = forwarded.rsplit(",", 1)[-1].strip() or address
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
+    return str(ip)
+
+
+def over_budget(address: str) -> float | None:
+    """Count a request from `address`; the seconds until its window ends when it is over the
+    budget, else None. Without Redis nothing is counted: the request goes on (and if it needs
+    Redis, it says so)."""
+    key = keys.webhook_budget(address)
+    try:
+        with redis_client.shared().pipeline() as pipe:
+            pipe.set(key, 0, ex=BUDGET_WINDOW_SECONDS, nx=True)
+            pipe.incr(key)
+            pipe.pttl(key)
+            _, count, ttl_ms = pipe.execute()
+    except redis.RedisError:
+        return None
+    if count <= BUDGET_REQUESTS:
+        return None
+    return max(ttl_ms, 0) / 1000
+
+
+def _too_many(retry_in: float) -> HttpResponse:
+    response = HttpResponse("Too many requests.", status=429, content_type="text/plain")
+    response["Retry-After"] = str(max(math.ceil(retry_in), 1))
+    return response
 
 
 def _receive(request: HttpRequest, accept: Callable[[list[dict]], object]) -> HttpResponse:
+    address = sender(request)
+    retry_in = over_budget(address)
+    if retry_in is not None:
+        # No log line per refused request: a flood would write one each.
+        return _too_many(retry_in)
     token = request.GET.get("validationToken")
     if token is not None:
         if len(token) > MAX_TOKEN_LENGTH:
@@ -39,6 +107,18 @@ def _receive(request: HttpRequest, accept: Callable[[list[dict]], object]) -> Ht
     items = notifications.parse(body)
     if items is None:
         return HttpResponseBadRequest("Expected a JSON notification.", content_type="text/plain")
+    if len(items) > notifications.MAX_ITEMS:
+        logger.warning(
+            "%d notifications in one request from %s refused (at most %d)",
+            len(items),
+            address,
+            notifications.MAX_ITEMS,
+        )
+        return HttpResponse(
+            f"Too many notifications in one request (at most {notifications.MAX_ITEMS}).",
+            status=413,
+            content_type="text/plain",
+        )
     accept(items)
     return HttpResponse(status=202)
 

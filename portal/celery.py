@@ -1,10 +1,47 @@
-"""The Celery app: queues, routes and the fixed beat schedule live in settings (CELERY_*)."""
+"""The Celery app: queues, routes and the fixed beat schedule live in settings (CELERY_*).
+
+`BrokerTransport` is kombu's Redis transport with one repair, chosen by CELERY_BROKER_TRANSPORT:
+without it a worker exits for good when Redis restarts while it holds unacknowledged messages.
+"""
 
 import os
+from queue import Empty
 
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+
+class BrokerChannel(kombu_redis.Channel):
+    """Closing a channel whose BRPOP the broker dropped must still close it.
+
+    When Redis goes away, the worker's consumer first collects the connection (closing its
+    channels), then closes it. kombu's `Channel.close` reads the pending BRPOP reply before
+    anything else and lets that read's connection error escape, so the first close leaves the
+    channel open; collecting then detaches the transport from its connection, and the second
+    close, restoring the unacknowledged messages (late-acknowledged tasks, countdown tasks
+    waiting in the worker), finds no connection to build a Redis client from: AttributeError
+    ("'NoneType' object has no attribute 'hostname'"), which is no connection error, so the
+    worker calls it unrecoverable and exits (Celery 5.7, kombu 5.7; an idle worker has nothing
+    to restore and reconnects). With the read's error swallowed, the first close finishes: the
+    messages are put back in their queues if Redis is already there again; otherwise they stay
+    in its unacknowledged set (if it kept its data), which hands them out again after the
+    visibility timeout. Either way the worker reconnects by itself.
+    """
+
+    def close(self) -> None:
+        if self._in_poll:
+            try:
+                self._brpop_read()
+            except (Empty, *self.connection_errors):
+                pass  # the broker is gone: there is no reply to read
+        super().close()
+
+
+class BrokerTransport(kombu_redis.Transport):
+    Channel = BrokerChannel
+
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import redis
 from django.conf import settings
@@ -14,6 +16,9 @@ from portal.celery import app as celery_app
 logger = logging.getLogger(__name__)
 
 PING_TIMEOUT = 1.0
+# /healthz is public and polled, and a worker ping is a broadcast to every worker: each web
+# process pings at most once in this long, in the background, and answers from the last ping.
+WORKER_ANSWER_SECONDS = 5.0
 
 
 def check_database() -> str | None:
@@ -38,16 +43,67 @@ def check_redis() -> str | None:
     return None
 
 
-def check_worker() -> str | None:
+def ping_worker(broker_url: str) -> str | None:
+    """Broadcast a ping; done at the first answer (`limit=1`), so only a missing worker costs
+    the whole timeout."""
     try:
-        with celery_app.connection_for_write(settings.CELERY_BROKER_URL) as connection:
-            replies = celery_app.control.ping(timeout=PING_TIMEOUT, connection=connection)
+        with celery_app.connection_for_write(broker_url) as broker:
+            replies = celery_app.control.ping(timeout=PING_TIMEOUT, connection=broker, limit=1)
     except Exception as exc:  # broker unreachable, connection refused, ...
         logger.warning("healthz: worker ping failed", exc_info=True)
         return f"ping failed ({type(exc).__name__})"
     if not replies:
         return f"no Celery worker answered a ping within {PING_TIMEOUT:g} s"
     return None
+
+
+class WorkerAnswers:
+    """The last ping's answer per broker, kept for WORKER_ANSWER_SECONDS.
+
+    A request that finds the answer older than that starts one ping in the background and is
+    answered from the last one, so no request waits for a ping (a missing worker costs the whole
+    timeout) except the first of a process, which has nothing else to say. A worker that goes
+    away therefore shows as down one ping after the answer ran out.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answers: dict[str, tuple[float, str | None]] = {}  # broker -> (monotonic, error)
+        self._pings: dict[str, threading.Thread] = {}
+
+    def check(self, broker_url: str) -> str | None:
+        with self._lock:
+            known = self._answers.get(broker_url)
+            if known and time.monotonic() - known[0] < WORKER_ANSWER_SECONDS:
+                return known[1]
+            ping = self._pings.get(broker_url)
+            if ping is None:
+                ping = self._pings[broker_url] = threading.Thread(
+                    target=self._ping, args=(broker_url,), name="healthz-ping", daemon=True
+                )
+                ping.start()
+        if known:
+            return known[1]
+        ping.join(PING_TIMEOUT + 10)  # a broker that accepts and then hangs: not for ever
+        with self._lock:
+            known = self._answers.get(broker_url)
+        return known[1] if known else "ping unanswered (the broker did not respond)"
+
+    def _ping(self, broker_url: str) -> None:
+        error = "ping failed"
+        try:
+            error = ping_worker(broker_url)
+        finally:
+            with self._lock:
+                self._answers[broker_url] = (time.monotonic(), error)
+                del self._pings[broker_url]
+
+
+worker_answers = WorkerAnswers()
+
+
+def check_worker() -> str | None:
+    return worker_answers.check(settings.CELERY_BROKER_URL)
 
 
 def status() -> dict[str, dict[str, str]]:

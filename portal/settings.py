@@ -139,6 +139,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost, so it sees what the views raise: Redis away answers 503 saying so.
+    "portal.middleware.RedisUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -212,8 +214,11 @@ GRAPH_BUDGETS = read_json("GRAPH_BUDGETS_JSON")
 # A throttled request sleeps at most this long in a worker; a longer wait ends the task and
 # re-enqueues it with a countdown.
 GRAPH_MAX_SLEEP_SECONDS = 3.0
-# The lease a sync run holds on its job; renewed with every page.
-GRAPH_JOB_LEASE_SECONDS = read_int("GRAPH_JOB_LEASE_SECONDS", default=120)
+# The lease a sync run holds on its job: renewed with every page and, between pages, by the
+# run's heartbeat every third of it (graphsync.engine), so a slow page or a throttle wait never
+# loses it, and a dead worker's job is taken over within about this long (docs/architecture.md,
+# "Sync").
+GRAPH_JOB_LEASE_SECONDS = read_int("GRAPH_JOB_LEASE_SECONDS", default=30)
 GRAPH_MAIL_FOLDERS = ("inbox", "sentitems")
 # Change notifications (graphsync.subscriptions). Beat renews a subscription once it expires
 # within the margin: a day, so a beat outage or a failing renewal has many ticks to recover in
@@ -233,6 +238,12 @@ GRAPHSYNC_START_ON_CONNECT = True
 # so every task must be safe to run twice (they take claims and leases: docs/architecture.md,
 # "Claims and leases, never Python locks").
 CELERY_BROKER_URL = REDIS_URL
+# kombu's Redis transport, repaired so that a worker rides out a Redis restart (portal.celery).
+CELERY_BROKER_TRANSPORT = "portal.celery:BrokerTransport"
+if urlsplit(REDIS_URL).scheme == "rediss":
+    # Named by setting rather than by the URL's scheme, the transport gets no TLS of its own
+    # accord: check the certificate, as Graphport's own Redis client (core.redis_client) does.
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": "required"}
 CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_RESULT_EXPIRES = timedelta(hours=1)
 CELERY_TASK_ACKS_LATE = True
@@ -244,11 +255,27 @@ CELERY_TASK_ROUTES = {
     "connections.tasks.*": {"queue": "tokens"},
     "graphsync.tasks.*": {"queue": "sync"},
 }
-# A task not acknowledged within this time is redelivered; longer than any task may run.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60 * 60}
+# A task not acknowledged within this time is redelivered: longer than any task may run or wait
+# for its countdown, or it would run twice. A sync job held by a dead worker does not wait for it:
+# dispatch finds the job once its lease has run out (graphsync.dispatch).
+# Socket timeouts: a broker that vanished without closing the connection (a failover, a firewall)
+# is noticed instead of waited on for ever.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 60 * 60,
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
+}
 CELERY_TASK_TIME_LIMIT = 30 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
+# Workers and beat ride out a broker outage however long it lasts, reconnecting by themselves
+# (Celery's default gives up after 100 attempts, about 45 minutes, and the process exits).
+CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# On a lost broker connection a running task carries on rather than being killed: its work is
+# held by claims and leases, and finishing it beats redoing it. Its message may come back after
+# the visibility timeout: a repeat, which every task is safe to be.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "dispatch-token-refreshes": {
@@ -260,9 +287,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=7, minute=0),
         "options": {"queue": "default"},
     },
+    # Often enough that a job whose worker died is found within seconds of its lease running
+    # out (graphsync.dispatch); a tick with nothing due is one indexed query.
     "dispatch-due-syncs": {
         "task": "graphsync.tasks.dispatch_due_syncs",
-        "schedule": timedelta(seconds=30),
+        "schedule": timedelta(seconds=10),
     },
     "renew-subscriptions": {
         "task": "graphsync.tasks.renew_subscriptions",

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import pytest
 
 from devtools.localservices import free_port
+from portal import health
 
 pytestmark = pytest.mark.django_db
 
@@ -33,3 +37,50 @@ def test_no_worker_gives_503_naming_the_worker(client, settings):
     assert response.status_code == 503
     assert response.json()["down"] == ["worker"]
     assert "no Celery worker answered" in response.json()["checks"]["worker"]["error"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_worker_answers(monkeypatch):
+    """Each test starts with no remembered ping, as a new web process does."""
+    monkeypatch.setattr(health, "worker_answers", health.WorkerAnswers())
+
+
+@pytest.fixture
+def pings(monkeypatch):
+    """Counts the worker pings (each a broadcast); `gone` makes the workers stop answering."""
+    control = health.celery_app.control
+    real = control.ping
+    counter = SimpleNamespace(count=0, gone=False)
+
+    def ping(*args, **kwargs):
+        counter.count += 1
+        return [] if counter.gone else real(*args, **kwargs)
+
+    monkeypatch.setattr(control, "ping", ping)
+    return counter
+
+
+def test_repeated_calls_share_one_worker_ping(client, celery_worker, pings):
+    assert client.get("/healthz").status_code == 200
+    started = time.monotonic()
+    for _ in range(20):
+        assert client.get("/healthz").status_code == 200
+    assert time.monotonic() - started < 0.5
+    assert pings.count == 1
+
+
+def test_a_worker_gone_shows_as_down_once_the_answer_runs_out(
+    client, celery_worker, pings, monkeypatch
+):
+    monkeypatch.setattr(health, "WORKER_ANSWER_SECONDS", 1.0)
+    assert client.get("/healthz").status_code == 200
+    pings.gone = True
+    assert client.get("/healthz").status_code == 200  # the answer of a moment ago still holds
+
+    started = time.monotonic()
+    while (response := client.get("/healthz")).status_code == 200:
+        assert time.monotonic() - started < 1.0 + health.PING_TIMEOUT + 2
+        time.sleep(0.05)
+    assert response.status_code == 503 and response.json()["down"] == ["worker"]
+    assert "no Celery worker answered" in response.json()["checks"]["worker"]["error"]
+    assert pings.count == 2  # the stale answer started one ping in the background, not one each
