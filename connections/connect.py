@@ -7,12 +7,14 @@ says what happened and what to do, and leaves nothing half-written.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlencode
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,6 +23,8 @@ from connections.clouds import is_guid
 from connections.identity import FailureClass, IdentityError, SignInProblem
 from connections.models import AuditEvent, AuthorizationAttempt, Connection, EntraApp
 from connections.scopes import OIDC_SCOPES
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,7 +75,24 @@ def start_connect(user, app: EntraApp, return_path: str = "/", prompt: str | Non
     )
 
 
+class AdminConsentNotOffered(PermissionDenied):
+    """Admin consent asked for an app that has no application permissions: it would grant
+    nothing Graphport uses, and store an app-only connection syncing what was never wanted."""
+
+
+def _needs_application_permissions(app: EntraApp) -> str | None:
+    if app.use_application_permissions:
+        return None
+    return (
+        f"{app.name} has no application permissions, so it has no admin consent to grant: "
+        "tick Application permissions on the app registration first."
+    )
+
+
 def start_admin_consent(user, app: EntraApp, return_path: str = "/") -> str:
+    refusal = _needs_application_permissions(app)
+    if refusal:
+        raise AdminConsentNotOffered(refusal)
     attempt = _new_attempt(user, app, AuthorizationAttempt.Kind.ADMIN_CONSENT, return_path)
     query = urlencode(
         {
@@ -218,7 +239,19 @@ def complete(user, params: dict[str, str]) -> tuple[AuthorizationAttempt, Connec
     attempt.outcome = AuthorizationAttempt.Outcome.SUCCEEDED
     attempt.connection = connection
     attempt.save(update_fields=["outcome", "connection"])
-    signals.connected.send(sender=Connection, connection=connection)
+    # The connection is stored: what its listeners do next (create sync jobs, enqueue the first
+    # runs) must not turn that into an error page. A listener's failure is logged; the jobs
+    # are due, and beat starts them.
+    for receiver, failure in signals.connected.send_robust(
+        sender=Connection, connection=connection
+    ):
+        if isinstance(failure, Exception):
+            logger.error(
+                "connection %s stored, but %r failed on it",
+                connection.pk,
+                receiver,
+                exc_info=failure,
+            )
     return attempt, connection
 
 
@@ -320,13 +353,51 @@ def missing_scopes(app: EntraApp, granted_scopes: str) -> list[str]:
 # --- admin consent -------------------------------------------------------------------------------
 
 
+# A DNS label: letters, digits and inner hyphens, 63 characters at most.
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def is_dns_domain(value: str) -> bool:
+    """A domain name and nothing else: ASCII labels joined by dots, at least two, 253
+    characters in all, a top-level label not all digits (`contoso.onmicrosoft.com`). No
+    slash, dot segment, query, fragment, port, space or trailing dot gets through."""
+    if not value or len(value) > 253 or not value.isascii():
+        return False
+    labels = value.lower().split(".")
+    return (
+        len(labels) >= 2
+        and all(_DNS_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def _consented_tenant(params: dict[str, str], app: EntraApp) -> str:
+    """The tenant the redirect names, if it is a tenant at all: it goes into the token URL
+    and is stored as the connection's tenant, so only a GUID or a domain name is accepted
+    (docs/microsoft.md, "Admin consent")."""
+    tenant = params.get("tenant", "")
+    if is_guid(tenant) or is_dns_domain(tenant):
+        return tenant.lower()
+    raise FlowError(
+        "other",
+        "Microsoft's answer named no valid tenant (a directory GUID or domain name was "
+        "expected), so the consent could not be checked. Nothing was stored; grant admin "
+        "consent again.",
+        description=f"tenant={tenant[:200]!r}",
+        app=app,
+    )
+
+
 def _complete_admin_consent(
     attempt: AuthorizationAttempt, params: dict[str, str], user
 ) -> Connection:
     app = attempt.app
-    tenant_id = params.get("tenant", "").lower()
-    if params.get("admin_consent", "").lower() != "true" or not tenant_id:
+    refusal = _needs_application_permissions(app)
+    if refusal:
+        raise FlowError("other", refusal, app=app)
+    if params.get("admin_consent", "").lower() != "true" or not params.get("tenant"):
         raise FlowError("other", "Microsoft's answer did not confirm admin consent.", app=app)
+    tenant_id = _consented_tenant(params, app)
     pinned = app.credential_tenant if is_guid(app.credential_tenant or "") else None
     if pinned and pinned != tenant_id:
         raise FlowError(

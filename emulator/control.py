@@ -178,6 +178,12 @@ class Control:
         body = {"count": count, "folder": folder, "items": items}
         return self.call("POST", f"/users/{user}/{kind}", body)["ids"]
 
+    def add_contact_folder(self, user: str, display_name: str, count: int = 0) -> dict[str, str]:
+        """A subfolder of the user's default Contacts folder: its `id`, and the default
+        folder's (`default_folder_id`)."""
+        body = {"display_name": display_name, "count": count}
+        return self.call("POST", f"/users/{user}/contact-folders", body)
+
     def update_item(self, user: str, kind: str, item_id: str, **fields: Any) -> dict[str, Any]:
         return self.call("PATCH", f"/users/{user}/{kind}/{item_id}", fields)
 

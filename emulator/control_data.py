@@ -39,6 +39,9 @@ def collections_of(box: Mailbox, kind: str, folder: str | None) -> list[Collecti
         if folder:
             return [box.folders[folder.lower()]]
         return list(box.folders.values())
+    if kind == "contacts" and folder:  # a contact folder by id or display name
+        by_name = {name: fid for fid, name in box.contact_folder_names.items()}
+        return [box.contact_folders[by_name.get(folder, folder)]]
     found = {"events": box.events, "contacts": box.contacts, "drive-items": box.drive}.get(kind)
     if found is None:
         raise KeyError(kind)
@@ -77,7 +80,8 @@ async def add_items(request: web.Request) -> web.Response:
 
 
 def find(box: Mailbox, kind: str, item_id: str) -> Collection:
-    for coll in collections_of(box, kind, None):
+    every = list(box.contact_folders.values()) if kind == "contacts" else None
+    for coll in every or collections_of(box, kind, None):
         if coll.get_by_id(item_id) is not None:
             return coll
     raise KeyError(item_id)
@@ -95,6 +99,16 @@ async def delete_item(request: web.Request) -> web.Response:
     item_id = request.match_info["id"]
     find(box, request.match_info["kind"], item_id).delete(item_id)
     return ok({"ok": True})
+
+
+async def add_contact_folder(request: web.Request) -> web.Response:
+    """A subfolder of the default Contacts folder, with `count` generated contacts."""
+    emu, box = mailbox(request)
+    body = await body_of(request)
+    folder_id = emu.world.add_contact_folder(
+        box, str(body.get("display_name") or "Folder"), int(body.get("count", 0))
+    )
+    return ok({"id": folder_id, "default_folder_id": box.contacts_folder_id}, 201)
 
 
 USER_FIELDS = {
@@ -235,6 +249,7 @@ async def invalidate_delta(request: web.Request) -> web.Response:
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 DATA_ROUTES: list[tuple[str, str, Handler]] = [
+    ("POST", "/users/{user}/contact-folders", add_contact_folder),
     ("GET", "/users/{user}/{kind}", list_items),
     ("POST", "/users/{user}/{kind}", add_items),
     ("PATCH", "/users/{user}/{kind}/{id}", update_item),

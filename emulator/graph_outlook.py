@@ -240,6 +240,44 @@ async def get_event(call: Call) -> Reply:
 
 
 # contacts
+#
+# Graph documents contact delta per folder only (/contactFolders/{id}/contacts/delta); the
+# folder-less /contacts/delta is answered as the live service answers an untracked collection.
+# /contactFolders lists the subfolders of the default Contacts folder, not that folder itself:
+# its id is the parentFolderId of what /contacts (the default folder) or /contactFolders
+# returns (docs/microsoft.md, "Delta and resync").
+
+
+def contact_folder(call: Call, box: Mailbox) -> Collection:
+    coll = call.emu.world.contact_folder(box, call.match["folder"])
+    if coll is None:
+        raise item_missing()
+    return coll
+
+
+def contact_folder_body(box: Mailbox, folder_id: str) -> Item:
+    parent = box.root_folder_id if folder_id == box.contacts_folder_id else box.contacts_folder_id
+    return {
+        "id": folder_id,
+        "displayName": box.contact_folder_names[folder_id],
+        "parentFolderId": parent,
+    }
+
+
+def child_contact_folders(call: Call, box: Mailbox, parent: str) -> Reply:
+    assert call.subject is not None
+    value = [
+        project(contact_folder_body(box, folder_id), call.select())
+        for folder_id in box.contact_folders
+        if folder_id != box.contacts_folder_id and parent == box.contacts_folder_id
+    ]
+    return reply(
+        200,
+        {
+            "@odata.context": f"{call.base}/$metadata#users('{call.subject.id}')/contactFolders",
+            "value": value,
+        },
+    )
 
 
 @r("GET", f"{S}/contacts")
@@ -251,47 +289,55 @@ async def list_contacts(call: Call) -> Reply:
 
 @r("GET", f"{S}/contacts/delta")
 async def contacts_delta(call: Call) -> Reply:
-    box = mailbox(call, CONTACTS)
-    assert box.contacts is not None
-    return delta_response(call, box.contacts, "Collection(contact)", 10, 1000)
-
-
-@r("GET", f"{S}/contactfolders/(?P<folder>[^/]+)/contacts/delta")
-async def contact_folder_delta(call: Call) -> Reply:
-    box = mailbox(call, CONTACTS)
-    assert box.contacts is not None
-    if (
-        box.folder_ids.get(call.match["folder"]) != "contacts"
-        and call.match["folder"].lower() != "contacts"
-    ):
-        raise item_missing()
-    return delta_response(call, box.contacts, "Collection(contact)", 10, 1000)
+    mailbox(call, CONTACTS)
+    raise GraphError(
+        400,
+        "BadRequest",
+        "Unsupported request: Change tracking is not supported against 'microsoft.graph.contact'.",
+    )
 
 
 @r("GET", f"{S}/contactfolders")
 async def list_contact_folders(call: Call) -> Reply:
     box = mailbox(call, CONTACTS)
-    folder_id = next(k for k, v in box.folder_ids.items() if v == "contacts")
-    return reply(
-        200,
-        {
-            "@odata.context": f"{call.base}/$metadata#contactFolders",
-            "value": [
-                {
-                    "id": folder_id,
-                    "displayName": "Contacts",
-                    "parentFolderId": "AAMkADroot" + box.owner.id[:8],
-                }
-            ],
-        },
-    )
+    return child_contact_folders(call, box, box.contacts_folder_id)
+
+
+@r("GET", f"{S}/contactfolders/(?P<folder>[^/]+)")
+async def get_contact_folder(call: Call) -> Reply:
+    box = mailbox(call, CONTACTS)
+    contact_folder(call, box)
+    folder_id = call.match["folder"].strip("'\"")
+    return reply(200, project(contact_folder_body(box, folder_id), call.select()))
+
+
+@r("GET", f"{S}/contactfolders/(?P<folder>[^/]+)/childfolders")
+async def list_child_contact_folders(call: Call) -> Reply:
+    box = mailbox(call, CONTACTS)
+    contact_folder(call, box)
+    return child_contact_folders(call, box, call.match["folder"].strip("'\""))
+
+
+@r("GET", f"{S}/contactfolders/(?P<folder>[^/]+)/contacts")
+async def list_folder_contacts(call: Call) -> Reply:
+    box = mailbox(call, CONTACTS)
+    coll = contact_folder(call, box)
+    assert call.subject is not None
+    context = f"users('{call.subject.id}')/contactFolders('{call.match['folder']}')/contacts"
+    return list_response(call, [coll], context, 10, 1000)
+
+
+@r("GET", f"{S}/contactfolders/(?P<folder>[^/]+)/contacts/delta")
+async def contact_folder_delta(call: Call) -> Reply:
+    box = mailbox(call, CONTACTS)
+    return delta_response(call, contact_folder(call, box), "Collection(contact)", 10, 1000)
 
 
 @r("GET", f"{S}/contacts/(?P<id>[^/]+)")
 async def get_contact(call: Call) -> Reply:
     box = mailbox(call, CONTACTS)
-    assert box.contacts is not None
-    item = box.contacts.get_by_id(call.match["id"])
-    if item is None:
-        raise item_missing()
-    return reply(200, project(item, call.select()))
+    for coll in box.contact_folders.values():
+        item = coll.get_by_id(call.match["id"])
+        if item is not None:
+            return reply(200, project(item, call.select()))
+    raise item_missing()

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import aiohttp
 
@@ -55,7 +55,8 @@ CHANGE_TYPES = {
     "groups": {"updated", "deleted"},
 }
 ALL_CHANGE_TYPES = {"created", "updated", "deleted"}
-FOLDER = re.compile(r"^mailfolders(?:\('([^']+)'\)|/([^/]+))/messages$")
+FOLDER = re.compile(r"^mailfolders(?:\('([^']+)'\)|/([^/]+))/messages$", re.IGNORECASE)
+CONTACT_FOLDER = re.compile(r"^contactfolders(?:\('([^']+)'\)|/([^/]+))/contacts$", re.IGNORECASE)
 
 
 def parse_time(value: str) -> float:
@@ -135,7 +136,7 @@ class Subscriptions:
 
     def target(self, token: AccessToken, resource: str) -> tuple[str, str, str | None]:
         """(family, collection-key prefix, user id) for a subscription resource."""
-        path = resource.strip().lstrip("/")
+        path = unquote(resource.strip()).lstrip("/")
         lower = path.lower()
         if lower in ("users", "groups"):
             if token.user_id is None and not token.roles:
@@ -149,19 +150,20 @@ class Subscriptions:
         user_id = token.user_id
         if lower.startswith("me/"):
             rest = lower[3:]
+            as_sent = path[3:]  # folder ids are case-sensitive
         elif lower.startswith("users/"):
-            ref, _, rest = path[6:].partition("/")
+            ref, _, as_sent = path[6:].partition("/")
             user = self.emu.world.directory.find_user(ref)
             if user is None:
                 raise bad_request(f"Resource '{resource}' does not exist.", "InvalidRequest")
-            user_id, rest = user.id, rest.lower()
+            user_id, rest = user.id, as_sent.lower()
         else:
             raise bad_request(f"Resource '{resource}' is not supported.", "InvalidRequest")
         if user_id is None:
             raise bad_request("/me is only valid with delegated authentication flow.")
         if rest == "messages":
             return "mail", f"u:{user_id}:mail:", user_id
-        match = FOLDER.match(rest)
+        match = FOLDER.match(as_sent)
         if match:
             box = self.emu.world.mailbox(self.emu.world.directory.find_user(user_id))  # type: ignore[arg-type]
             name = self.emu.world.folder_name(box, match.group(1) or match.group(2))
@@ -170,8 +172,15 @@ class Subscriptions:
             return "mail", f"u:{user_id}:mail:{name}", user_id
         if rest in ("events", "calendar/events"):
             return "events", f"u:{user_id}:events", user_id
-        if rest == "contacts":
-            return "contacts", f"u:{user_id}:contacts", user_id
+        if rest == "contacts":  # every contact folder of the mailbox
+            return "contacts", f"u:{user_id}:contacts:", user_id
+        match = CONTACT_FOLDER.match(as_sent)
+        if match:
+            box = self.emu.world.mailbox(self.emu.world.directory.find_user(user_id))  # type: ignore[arg-type]
+            folder = self.emu.world.contact_folder(box, match.group(1) or match.group(2))
+            if folder is None:
+                raise bad_request(f"Resource '{resource}' does not exist.", "InvalidRequest")
+            return "contacts", folder.key, user_id
         if rest in ("drive/root", "drive"):
             return "drive", f"u:{user_id}:drive", user_id
         raise bad_request(f"Resource '{resource}' is not supported.", "InvalidRequest")

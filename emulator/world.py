@@ -61,10 +61,16 @@ class Mailbox:
     owner: User
     folders: dict[str, Collection] = field(default_factory=dict)  # by well-known name
     events: Collection | None = None
-    contacts: Collection | None = None
+    contacts: Collection | None = None  # the default Contacts folder
     drive: Collection | None = None
-    folder_ids: dict[str, str] = field(default_factory=dict)  # folder id -> well-known name
+    folder_ids: dict[str, str] = field(default_factory=dict)  # mail folder id -> well-known name
     drive_id: str = ""
+    # Every contact folder by id, the default one included, and the display names of all.
+    contact_folders: dict[str, Collection] = field(default_factory=dict)
+    contact_folder_names: dict[str, str] = field(default_factory=dict)
+    contacts_folder_id: str = ""
+    # Where the default Contacts folder hangs (the mailbox's root, never listed by Graph).
+    root_folder_id: str = ""
 
 
 class World:
@@ -139,18 +145,14 @@ class World:
                 self._owner(user, tenant, ""),
             )
         )
-        contacts_folder = outlook_prefix(f"{user.id}/folder/contacts") + "AQAAAA=="
-        box.folder_ids[contacts_folder] = "contacts"
-        box.contacts = self.store.register(
-            Collection(
-                self.store,
-                f"u:{user.id}:contacts",
-                CONTACT,
-                outlook_prefix(f"{user.id}/contacts"),
-                int(data.get("contacts", 0)),
-                self._owner(user, tenant, contacts_folder),
-            )
+        box.root_folder_id = "AAMkADroot" + user.id[:8]
+        box.contacts_folder_id = outlook_prefix(f"{user.id}/folder/contacts") + "AQAAAA=="
+        box.contacts = self._contact_folder(
+            box, box.contacts_folder_id, "Contacts", "contacts", int(data.get("contacts", 0))
         )
+        # Subfolders of the default Contacts folder: {"display name": number of contacts}.
+        for name, count in dict(data.get("contact_folders", {})).items():
+            self.add_contact_folder(box, str(name), int(count))
         box.drive_id = "b!" + outlook_prefix(f"{user.id}/drive")[6:]
         files = int(data.get("files", 0))
         drive_owner = self._owner(user, tenant, "")
@@ -167,6 +169,36 @@ class World:
         )
         self.mailboxes[user.id] = box
         return box
+
+    def _contact_folder(
+        self, box: Mailbox, folder_id: str, name: str, id_key: str, count: int
+    ) -> Collection:
+        user = box.owner
+        coll = self.store.register(
+            Collection(
+                self.store,
+                f"u:{user.id}:contacts:{folder_id}",
+                CONTACT,
+                outlook_prefix(f"{user.id}/{id_key}"),
+                count,
+                self._owner(user, self.tenant_of(user), folder_id),
+            )
+        )
+        box.contact_folders[folder_id] = coll
+        box.contact_folder_names[folder_id] = name
+        return coll
+
+    def add_contact_folder(self, box: Mailbox, name: str, count: int = 0) -> str:
+        """A subfolder of the default Contacts folder; returns its id."""
+        folder_id = outlook_prefix(f"{box.owner.id}/contactfolder/{name}") + "AQAAAA=="
+        if folder_id not in box.contact_folders:
+            self._contact_folder(box, folder_id, name, f"contacts/{name}", count)
+        return folder_id
+
+    def contact_folder(self, box: Mailbox, ref: str) -> Collection | None:
+        """A contact folder by id. Graph documents no well-known name for contact folders, so
+        none is accepted (docs/microsoft.md, "Delta and resync")."""
+        return box.contact_folders.get(ref.strip("'\""))
 
     def _owner(self, user: User, tenant: Tenant, folder_id: str) -> Owner:
         return Owner(

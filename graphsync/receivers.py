@@ -1,5 +1,6 @@
 """Reactions to connection events: a new connection syncs at once and subscribes to changes;
-a disconnected one stops, and its subscriptions are deleted while its token still works."""
+a disconnected one stops, and its subscriptions are deleted while its token still works; a
+reconnected one picks up again where it stopped."""
 
 from __future__ import annotations
 
@@ -20,7 +21,15 @@ def start_syncing(sender, connection, **kwargs) -> None:
     watched = [job.pk for job in ensured if subscriptions.target(job) is not None]
     if not subscriptions.can_receive():
         watched = []
-    scheduling.first_runs(ensured, watched)
+    try:
+        scheduling.first_runs(ensured, watched)
+    except Exception:
+        # The broker is down or unusable. The connection is stored and its jobs are due now:
+        # beat dispatches them, and creates the subscriptions, once it can. The member's
+        # connect must not end on an error page for that.
+        logger.exception(
+            "connection %s: first runs not enqueued, beat will start them", connection.pk
+        )
 
 
 def drop_subscriptions(sender, connection, **kwargs) -> None:
@@ -33,6 +42,4 @@ def drop_subscriptions(sender, connection, **kwargs) -> None:
 
 
 def stop_syncing(sender, connection, **kwargs) -> None:
-    SyncJob.objects.filter(connection=connection, enabled=True).disable(
-        "The connection was disconnected."
-    )
+    SyncJob.objects.filter(connection=connection, enabled=True).disable(jobs.DISCONNECTED)

@@ -1,9 +1,11 @@
-"""What each synced resource is: its first URL, page size, throttle scope, what a change
-notification subscription for it watches, and how an item becomes a record (title, date,
-change key) or a deletion."""
+"""What each synced resource is: its first URL, page size, throttle scope, the options a job
+of it may carry, what a change-notification subscription for it watches, and how an item
+becomes a record (title, date, change key) or a deletion."""
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,13 @@ from urllib.parse import quote, urlencode
 
 from django.conf import settings
 
+from connections.models import Connection
+from connections.tokens import TokenUnavailable
+from graphsync.client import GraphClient, GraphError
 from graphsync.models import Resource, SyncJob
+from graphsync.throttle import ThrottleWait
+
+logger = logging.getLogger(__name__)
 
 # The message fields Graphport stores (docs/microsoft.md, "What Graphport stores"); $select
 # keeps pages small.
@@ -32,6 +40,98 @@ CONTACT_FIELDS = (
 )
 DEFAULT_MAIL_FOLDERS = ("inbox", "sentitems")
 EVERY_CHANGE = "created,updated,deleted"
+DAYS_BACK, DAYS_AHEAD = 30, 180  # the calendar window's defaults
+# Where a default-folder contacts job keeps the folder id Graph gave it.
+DEFAULT_FOLDER_ID = "default_folder_id"
+
+
+# --- job options -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a job may carry: a whole number or a text, within bounds (a text's length)."""
+
+    kind: type
+    low: int
+    high: int
+
+    def problem(self, value: Any) -> str | None:
+        """What the value should be, when it is not."""
+        if self.kind is int:
+            # JSON's true is a Python int too, and 1e30 a float: neither is a whole number here.
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"a whole number from {self.low} to {self.high}"
+            if not self.low <= value <= self.high:
+                return f"from {self.low} to {self.high}"
+            return None
+        if not isinstance(value, str) or not self.low <= len(value) <= self.high:
+            return f"a text of {self.low} to {self.high} characters"
+        return None
+
+
+# Page sizes within what Graph serves: messages up to 1,000 (docs/microsoft.md, "Paging"),
+# directory objects up to 999.
+PAGE_SIZE = Option(int, 1, 1000)
+DIRECTORY_PAGE_SIZE = Option(int, 1, 999)
+CALENDAR_DAYS = Option(int, 0, 3650)
+OPTIONS: dict[str, dict[str, Option]] = {
+    Resource.PROFILE: {},  # one entity, read whole
+    Resource.MAIL: {"page_size": PAGE_SIZE},
+    Resource.CALENDAR: {
+        "page_size": PAGE_SIZE,
+        "days_back": CALENDAR_DAYS,
+        "days_ahead": CALENDAR_DAYS,
+    },
+    Resource.CONTACTS: {"page_size": PAGE_SIZE, DEFAULT_FOLDER_ID: Option(str, 1, 512)},
+    Resource.DRIVE: {"page_size": PAGE_SIZE},
+    Resource.USERS: {"page_size": DIRECTORY_PAGE_SIZE},
+    Resource.GROUPS: {"page_size": DIRECTORY_PAGE_SIZE},
+}
+
+
+def option_problems(resource: str, options: Any) -> list[str]:
+    """What is wrong with options for a job of `resource`: one message per key, naming it."""
+    if not isinstance(options, dict):
+        return ['Options are a JSON object, e.g. {"page_size": 50}.']
+    allowed = OPTIONS.get(resource, {})
+    problems = []
+    for key, value in options.items():
+        option = allowed.get(key)
+        if option is None:
+            known = ", ".join(sorted(allowed)) or "none"
+            problems.append(f"{key}: not an option of {resource} jobs (they take: {known}).")
+        elif (wanted := option.problem(value)) is not None:
+            problems.append(f"{key}: must be {wanted}, not {str(value)[:40]!r}.")
+    if resource == Resource.CALENDAR and not problems:
+        back = options.get("days_back", DAYS_BACK)
+        ahead = options.get("days_ahead", DAYS_AHEAD)
+        if back + ahead < 1:
+            problems.append("days_back, days_ahead: the calendar window would be empty.")
+    return problems
+
+
+def options_of(job: SyncJob) -> dict[str, Any]:
+    """The job's options as a run uses them. A stored value that breaks the rules (saved before
+    they existed, or written around the admin) is left out, so its default applies, with a
+    warning: a run, and the batched round it may share with the connection's other jobs, never
+    fails on an option."""
+    options = job.options if isinstance(job.options, dict) else {}
+    problems = option_problems(job.resource, options)
+    if not problems:
+        return options
+    _warn_ignored(job.pk, tuple(problems))
+    allowed = OPTIONS.get(job.resource, {})
+    kept = {k: v for k, v in options.items() if k in allowed and allowed[k].problem(v) is None}
+    if option_problems(job.resource, kept):  # only the calendar window, valued key by key
+        kept = {k: v for k, v in kept.items() if k not in ("days_back", "days_ahead")}
+    return kept
+
+
+@functools.lru_cache(maxsize=1024)
+def _warn_ignored(job_id: int | None, problems: tuple[str, ...]) -> None:
+    # Cached: options are read for every page, and one warning per job and fault is enough.
+    logger.warning("job %s: stored options ignored, defaults used: %s", job_id, " ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -69,7 +169,7 @@ class Spec:
         return str(item.get("changeKey") or item.get("cTag") or item.get("@odata.etag") or "")[:256]
 
     def headers(self, job: SyncJob) -> dict[str, str]:
-        size = int(job.options.get("page_size") or self.page_size)
+        size = options_of(job).get("page_size") or self.page_size
         return {"Prefer": f"odata.maxpagesize={size}"} if size else {}
 
 
@@ -98,10 +198,15 @@ def _mail_watch(job: SyncJob) -> Watch:
     return Watch(f"me/mailFolders('{quote(folder, safe='')}')/messages", EVERY_CHANGE, 10_080)
 
 
-def _contacts_watch(job: SyncJob) -> Watch | None:
-    # Contacts of a named folder: the emulator and Graph disagree on the resource form, so
-    # those jobs keep polling.
-    return None if job.folder else Watch("me/contacts", EVERY_CHANGE, 10_080)
+def _contacts_watch(job: SyncJob) -> Watch:
+    # The default folder's job watches every contact of the mailbox (`me/contacts`), a named
+    # folder's only that folder (docs/microsoft.md, "Change notifications").
+    if not job.folder:
+        return Watch("me/contacts", EVERY_CHANGE, 10_080)
+    # The id as Graph gave it, quotes doubled (OData), as Microsoft's subscription examples
+    # write folder ids (`=` and all).
+    folder = job.folder.replace("'", "''")
+    return Watch(f"me/contactFolders('{folder}')/contacts", EVERY_CHANGE, 10_080)
 
 
 def _mail_url(job: SyncJob, graph: str) -> str:
@@ -111,8 +216,9 @@ def _mail_url(job: SyncJob, graph: str) -> str:
 
 def _calendar_url(job: SyncJob, graph: str) -> str:
     now = datetime.now(UTC).replace(microsecond=0)
-    start = now - timedelta(days=int(job.options.get("days_back", 30)))
-    end = now + timedelta(days=int(job.options.get("days_ahead", 180)))
+    options = options_of(job)
+    start = now - timedelta(days=options.get("days_back", DAYS_BACK))
+    end = now + timedelta(days=options.get("days_ahead", DAYS_AHEAD))
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     # calendarView delta takes no $select or $filter (docs/microsoft.md, "Delta and resync").
     return f"{graph}/me/calendarView/delta" + _query(
@@ -121,13 +227,60 @@ def _calendar_url(job: SyncJob, graph: str) -> str:
 
 
 def _contacts_url(job: SyncJob, graph: str) -> str:
-    # The documented form names a contact folder; /me/contacts/delta (the default folder) is
-    # what Microsoft's own answers point to when no folder id is known.
+    # Contact delta is documented per folder only; /me/contacts/delta is not (docs/microsoft.md,
+    # "Delta and resync").
+    select = _query(**{"$select": CONTACT_FIELDS})
+    folder = contact_folder_of(job)
+    if folder is None:
+        # No id to track the default folder by (it holds no contact and no subfolder, or the
+        # lookup was stopped): read it whole, and look again on the next run.
+        return f"{graph}/me/contacts" + select
+    return f"{graph}/me/contactFolders/{quote(folder, safe='')}/contacts/delta" + select
+
+
+def contact_folder_of(job: SyncJob) -> str | None:
+    """The contact folder a contacts job reads: its own, or for the default folder (folder "")
+    the id Graph gave it, found once and kept in the job's options. None while the default
+    folder cannot be found (see `find_default_contact_folder`)."""
     if job.folder:
-        base = f"{graph}/me/contactFolders/{quote(job.folder, safe='')}/contacts/delta"
-    else:
-        base = f"{graph}/me/contacts/delta"
-    return base + _query(**{"$select": CONTACT_FIELDS})
+        return job.folder
+    known = options_of(job).get(DEFAULT_FOLDER_ID)
+    if known:
+        return known
+    try:
+        found = find_default_contact_folder(job.connection)
+    except (GraphError, ThrottleWait, TokenUnavailable) as exc:
+        # Whatever stopped the lookup (no mailbox, a missing permission, throttling) stops the
+        # run's own first request too, where the engine ends the run by its class, in a
+        # batched round as well; the lookup never fails a run by itself.
+        logger.info("job %s: default contact folder not looked up: %s", job.pk, exc)
+        return None
+    if found:
+        stored = job.options if isinstance(job.options, dict) else {}
+        options = {**stored, DEFAULT_FOLDER_ID: found}
+        SyncJob.objects.filter(pk=job.pk).update(options=options)
+        job.options = options
+    return found
+
+
+def find_default_contact_folder(connection: Connection) -> str | None:
+    """The id of the mailbox's default Contacts folder, the way Graph's documentation allows:
+    it has no documented well-known name, and GET /me/contactFolders lists only its subfolders.
+    So: the parentFolderId of a contact in it (/me/contacts reads the default folder), else of
+    one of its subfolders. None when it has neither (docs/microsoft.md, "Delta and resync").
+
+    Asked while a run builds its first URL, on a client of its own: these one or two requests
+    spend the mailbox's budget but are not counted on the run."""
+    client = GraphClient(connection)
+    try:
+        for path in ("/me/contacts", "/me/contactFolders"):
+            url = path + _query(**{"$top": "1", "$select": "parentFolderId"})
+            for item in client.get_page(url, client.plan("mailbox")).items:
+                if isinstance(item, dict) and item.get("parentFolderId"):
+                    return str(item["parentFolderId"])
+    finally:
+        client.close()
+    return None
 
 
 SPECS: dict[str, Spec] = {

@@ -181,6 +181,9 @@ def contoso(db, microsoft, settings):
         graph_base_url=microsoft.graph_url,
         authority="organizations",
         delegated_scopes="User.Read Mail.Read Calendars.Read Contacts.Read Files.Read",
+        # Admin consent (and the app-only connection it stores) is offered only to apps with
+        # application permissions: tests consent with this app.
+        use_application_permissions=True,
         default_prompt="",
     )
     ClientSecret.objects.create(

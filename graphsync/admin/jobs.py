@@ -6,7 +6,7 @@ from django.utils.html import format_html
 
 from connections.tenancy import TenantFilterForOperators, TenantScopedAdmin
 from core.formatting import badge, interval, short
-from graphsync import scheduling
+from graphsync import resources, scheduling
 from graphsync.admin.common import changelist_link
 from graphsync.admin.runs import RecentRunsInline
 from graphsync.models import SyncJob
@@ -29,10 +29,21 @@ class SyncJobForm(forms.ModelForm):
         model = SyncJob
         fields = ["enabled", "interval_seconds", "options"]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "options" in self.fields:
+            allowed = sorted(resources.OPTIONS.get(self.instance.resource, {}))
+            self.fields["options"].help_text = (
+                f"A JSON object with any of: {', '.join(allowed)}." if allowed else "None."
+            )
+
     def clean_options(self):
+        # Checked here with the rules a run applies (graphsync.resources.OPTIONS): a value the
+        # run would have to ignore is refused while the administrator is still on the page.
         options = self.cleaned_data["options"]
-        if not isinstance(options, dict):
-            raise forms.ValidationError('Options are a JSON object, e.g. {"page_size": 50}.')
+        problems = resources.option_problems(self.instance.resource, options)
+        if problems:
+            raise forms.ValidationError(problems)
         return options
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.emulator.conftest import ADELE, connect, graph_get
+from tests.emulator.conftest import ADELE, CLIENT_ID, app_token, connect, graph_get
 
 INBOX = "me/mailFolders('inbox')/messages/delta"
 
@@ -133,13 +133,68 @@ def test_calendar_view_delta_and_removed_events(emulator, token):
 
 
 def test_contacts_delta(emulator, token):
-    folders = graph_get(emulator, token, "me/contactFolders").json()["value"]
-    url = f"me/contactFolders/{folders[0]['id']}/contacts/delta?$select=displayName"
+    # The default folder's id, the documented way: the parentFolderId of a contact in it.
+    first = graph_get(emulator, token, "me/contacts?$top=1&$select=parentFolderId").json()
+    folder = first["value"][0]["parentFolderId"]
+    url = f"me/contactFolders/{folder}/contacts/delta?$select=displayName"
     contacts, delta_link, _ = follow(emulator, token, url)
     assert len(contacts) == 25 and set(contacts[0]) >= {"id", "displayName"}
     emulator.control.update_item(ADELE, "contacts", contacts[3]["id"], displayName="Renamed")
     changes, _, _ = follow(emulator, token, delta_link)
     assert [c["displayName"] for c in changes] == ["Renamed"]
+
+
+def test_contacts_delta_without_a_folder_is_refused_as_graph_refuses_untracked_collections(
+    emulator, token
+):
+    refused = graph_get(emulator, token, "me/contacts/delta?$select=displayName")
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["code"] == "BadRequest"
+    assert "Change tracking is not supported against 'microsoft.graph.contact'" in error["message"]
+    assert "request-id" in error["innerError"]
+
+
+def test_contact_folders_list_the_default_folders_subfolders_and_each_tracks_its_own(
+    emulator, token
+):
+    added = emulator.control.add_contact_folder(ADELE, "Suppliers", count=3)
+    default = graph_get(emulator, token, "me/contacts?$top=1").json()["value"][0]["parentFolderId"]
+    assert default == added["default_folder_id"]
+    # The default folder is not among its own subfolders; they name it as their parent.
+    listed = graph_get(emulator, token, "me/contactFolders").json()["value"]
+    assert [(f["id"], f["displayName"], f["parentFolderId"]) for f in listed] == [
+        (added["id"], "Suppliers", default)
+    ]
+    children = graph_get(emulator, token, f"me/contactFolders('{default}')/childFolders").json()
+    assert [f["id"] for f in children["value"]] == [added["id"]]
+    itself = graph_get(emulator, token, f"me/contactFolders/{default}").json()
+    assert (itself["id"], itself["displayName"]) == (default, "Contacts")
+    # No well-known name for contact folders is documented: none is taken.
+    assert graph_get(emulator, token, "me/contactFolders/contacts").status_code == 404
+
+    suppliers, _, _ = follow(emulator, token, f"me/contactFolders/{added['id']}/contacts/delta")
+    assert len(suppliers) == 3 and {c["parentFolderId"] for c in suppliers} == {added["id"]}
+    everyone, delta_link, _ = follow(emulator, token, f"me/contactFolders/{default}/contacts/delta")
+    assert len(everyone) == 25 and not {c["id"] for c in everyone} & {c["id"] for c in suppliers}
+    emulator.control.add_items(ADELE, "contacts", folder=added["id"])
+    assert follow(emulator, token, delta_link)[0] == []  # another folder's change
+    listed_contacts = graph_get(emulator, token, f"me/contactFolders/{added['id']}/contacts")
+    assert len(listed_contacts.json()["value"]) == 4
+
+
+def test_a_scenario_can_give_a_mailbox_contact_subfolders(emulator, token):
+    emulator.control.add_user(
+        "contoso.example",
+        upn="nestor.wilke@contoso.example",
+        data={"contacts": 0, "contact_folders": {"Family": 2, "Clubs": 1}},
+    )
+    emulator.control.grant_consent("contoso.example", CLIENT_ID)
+    app = app_token(emulator)
+    folders = graph_get(emulator, app, "users/nestor.wilke@contoso.example/contactFolders")
+    assert sorted(f["displayName"] for f in folders.json()["value"]) == ["Clubs", "Family"]
+    empty = graph_get(emulator, app, "users/nestor.wilke@contoso.example/contacts")
+    assert empty.json()["value"] == []
 
 
 def test_drive_delta_reports_deletions_with_the_deleted_facet(emulator, token):

@@ -116,3 +116,26 @@ def test_drive_subscriptions_take_and_send_updated_only(emulator, token, receive
     emulator.control.add_items(ADELE, "drive-items", count=1)
     assert wait_for(lambda: receiver.received)
     assert receiver.received[0]["body"]["value"][0]["changeType"] == "updated"
+
+
+def test_contact_subscriptions_watch_the_mailbox_or_one_folder(emulator, token, receiver):
+    folder = emulator.control.add_contact_folder(ADELE, "Suppliers")["id"]
+    everything = subscribe(emulator, token, receiver, resource="me/contacts")
+    assert everything.status_code == 201, everything.text
+    one = subscribe(emulator, token, receiver, resource=f"me/contactFolders('{folder}')/contacts")
+    assert one.status_code == 201, one.text
+    unknown = subscribe(emulator, token, receiver, resource="me/contactFolders('nope')/contacts")
+    assert unknown.status_code == 400
+    in_default = emulator.control.add_items(ADELE, "contacts")[0]
+    in_folder = emulator.control.add_items(ADELE, "contacts", folder=folder)[0]
+    assert wait_for(lambda: len(receiver.received) >= 3)
+    time.sleep(0.2)  # nothing more is on its way
+    seen = {
+        (r["body"]["value"][0]["subscriptionId"], r["body"]["value"][0]["resourceData"]["id"])
+        for r in receiver.received
+    }
+    assert seen == {
+        (everything.json()["id"], in_default),
+        (everything.json()["id"], in_folder),
+        (one.json()["id"], in_folder),
+    }
