@@ -460,3 +460,4 @@ def disconnect(connection: Connection, user) -> None:
             actor=user,
         )
         signals.disconnected.send(sender=Connection, connection=connection)
+    tokens.forget_kept_answer(connection.pk)  # a kept token answer must not outlive them

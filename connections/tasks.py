@@ -33,9 +33,10 @@ def dispatch_token_refreshes() -> int:
 @shared_task
 def refresh_connection(connection_id: int, keepalive: bool = False) -> str:
     """Refresh one connection. Failures are recorded on the connection (status, backoff) by
-    connections.tokens; nothing is retried here in a loop."""
+    connections.tokens; nothing is retried here in a loop, and a task that finds the connection
+    backing off, or refreshed moments ago, sends no request (paced)."""
     try:
-        tokens.refresh(connection_id, keepalive=keepalive)
+        tokens.refresh(connection_id, keepalive=keepalive, paced=True)
     except tokens.TokenUnavailable as exc:
         return f"{exc.failure_class}: {exc}"
     finally:

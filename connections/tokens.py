@@ -1,11 +1,33 @@
 """Tokens: the one entry point for a valid access token, and the refresh of a connection.
 
-Any code that needs to call Graph asks `access_token(connection_id)`. A refresh runs under a
-per-connection Redis lock with a lease, so one refresh per connection happens at a time across
-every process and machine; whoever waited re-reads the row and uses the first caller's result.
-The new access and refresh tokens are written in one UPDATE. Before that write, the token
-response is kept (encrypted) in Redis, so a database failure, or a worker killed between the
-answer and the write, never loses a rotated refresh token: the next refresh applies it first.
+Any code that needs to call Graph asks `access_token(connection_id)`.
+
+PostgreSQL is the record of a refresh (docs/architecture.md, "Token refresh"). A refresh holds
+the connection's row lock (`select_for_update`) from before the token request until the new
+tokens are committed, in one transaction: one refresh per connection at a time across every
+process, and whoever waited for the lock finds the winner's tokens. The claim's lease is the
+session's `idle_in_transaction_session_timeout`: a worker gone mid-request loses its transaction
+after LEASE_SECONDS and frees the row. Nothing in this depends on Redis, so Redis restarting or
+going away mid-refresh can neither let a second worker send a refresh token again (reuse
+detection would cancel the grant: docs/microsoft.md, "Refresh tokens") nor keep an answer out of
+the database.
+
+Redis is a second chance only. Before the write the answer is also kept there (encrypted), with
+the tokens it replaces, so a failed write or a worker killed before the commit does not lose a
+rotated refresh token: the next refresh applies it first, but only over those same tokens. A
+Redis error never stops a refresh or its write.
+
+SQLite (`make run`) has no row locks, but its IMMEDIATE transactions take the database's write
+lock at BEGIN: refreshes still run one at a time, at the price of every other writer waiting for
+the token request (MICROSOFT_HTTP_TIMEOUT per credential at worst). Fine for one machine; fleets
+run PostgreSQL.
+
+Pacing. A token is refreshed five minutes before expiry, or half its lifetime before when it
+lives less than ten minutes. Paced callers (Graph requests, the beat dispatch) send no request
+during the backoff after a transient failure, nor within MIN_REFRESH_INTERVAL of the last one;
+they get the still-valid token, or TransientFailure with the time to retry. Microsoft answers
+request loops with AADSTS50196 (docs/microsoft.md, "Error codes and how Graphport classifies
+them"). Explicit refreshes (an operator's *Refresh now*, Graph's 401) are not paced.
 """
 
 from __future__ import annotations
@@ -13,12 +35,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.core.exceptions import FieldDoesNotExist
+from django.db import DatabaseError, OperationalError, models, transaction
 from django.utils import timezone
 
 from connections import audit, credentials, identity, notices
@@ -30,17 +54,25 @@ logger = logging.getLogger(__name__)
 
 REFRESH_AHEAD = timedelta(minutes=5)
 STILL_VALID_MARGIN = timedelta(seconds=60)
+# However many callers ask, paced ones send one token request per connection in this interval.
+MIN_REFRESH_INTERVAL = timedelta(seconds=30)
 KEEPALIVE_AFTER = timedelta(days=14)  # well inside Microsoft's 90 days of inactivity
-LOCK_LEASE_SECONDS = 3 * settings.MICROSOFT_HTTP_TIMEOUT  # longer than any token request
+LEASE_SECONDS = 3 * settings.MICROSOFT_HTTP_TIMEOUT  # longer than the token requests of a refresh
 LOCK_WAIT_SECONDS = 2 * settings.MICROSOFT_HTTP_TIMEOUT
 PENDING_TTL_SECONDS = 30 * 24 * 3600
 STORE_ATTEMPTS = 3
 ALERT_STREAK = 5
 BACKOFF_BASE_SECONDS = 30
 BACKOFF_CAP_SECONDS = 3600
+# While the access token works, a retry comes within this share of its remaining life, so an
+# outage shorter than the refresh margin leaves several tries before the token expires.
+BACKOFF_SHARE_OF_LIFE_LEFT = 0.25
 
 RECONNECT_CLASSES = {FailureClass.RECONNECT, FailureClass.CONSENT, FailureClass.USER}
 APP_CLASSES = {FailureClass.APP_CREDENTIALS, FailureClass.CONFIGURATION, FailureClass.TENANT}
+
+# PostgreSQL's lock_not_available, raised when a waiter's lock_timeout runs out.
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 class TokenUnavailable(Exception):
@@ -68,13 +100,33 @@ class TransientFailure(TokenUnavailable):
 # --- when ---------------------------------------------------------------------------------------
 
 
+def refresh_due_at(connection: Connection) -> datetime | None:
+    """When the access token should be replaced: REFRESH_AHEAD before it expires, or half its
+    lifetime before when that is shorter, or at Microsoft's `refresh_in` if that comes first."""
+    expires = connection.access_token_expires_at
+    if expires is None:
+        return None
+    ahead = REFRESH_AHEAD
+    if connection.access_token_lifetime:
+        ahead = min(ahead, timedelta(seconds=connection.access_token_lifetime) / 2)
+    due = expires - ahead
+    if connection.refresh_after is not None:
+        due = min(due, connection.refresh_after)
+    return due
+
+
+def held_until(connection: Connection) -> datetime | None:
+    """Before this, paced callers send no token request: the backoff after a transient failure,
+    and MIN_REFRESH_INTERVAL after the last request."""
+    times = [connection.next_refresh_at]
+    if connection.refresh_requested_at is not None:
+        times.append(connection.refresh_requested_at + MIN_REFRESH_INTERVAL)
+    return max((t for t in times if t is not None), default=None)
+
+
 def is_fresh(connection: Connection, now: datetime | None = None) -> bool:
-    now = now or timezone.now()
-    if not connection.access_token or connection.access_token_expires_at is None:
-        return False
-    if connection.refresh_after is not None and now >= connection.refresh_after:
-        return False
-    return connection.access_token_expires_at - now > REFRESH_AHEAD
+    due = refresh_due_at(connection)
+    return bool(connection.access_token) and due is not None and (now or timezone.now()) < due
 
 
 def needs_keepalive(connection: Connection, now: datetime | None = None) -> bool:
@@ -90,15 +142,25 @@ def needs_keepalive(connection: Connection, now: datetime | None = None) -> bool
 
 
 def access_token(connection_id: int) -> str:
-    """A valid access token for the connection, refreshed first when it expires soon."""
+    """A valid access token for the connection, refreshed first when it is due."""
     connection = Connection.objects.select_related("app").get(pk=connection_id)
+    now = timezone.now()
     # While the app's credentials are broken its refreshes pause, but a token Microsoft issued
     # earlier stays good until it expires.
-    usable = is_fresh(connection) or (_paused(connection) and _still_valid(connection))
+    usable = is_fresh(connection, now) or (_paused(connection) and _still_valid(connection))
     if usable and connection.status in Connection.LIVE_STATUSES:
         return connection.access_token
     _check_usable(connection)
-    return refresh(connection_id).access_token
+    wait = _held(connection, now)
+    if wait is not None:
+        # Backing off, or a request went out moments ago: no need to queue for the row lock.
+        return _wait_out(connection, wait).access_token
+    try:
+        return refresh(connection_id, paced=True).access_token
+    except TransientFailure:
+        if _still_valid(connection):
+            return connection.access_token  # the endpoint failed for now; this token still works
+        raise
 
 
 def _paused(connection: Connection) -> bool:
@@ -113,7 +175,22 @@ def _still_valid(connection: Connection) -> bool:
     return (
         bool(connection.access_token)
         and expires is not None
-        and expires - timezone.now() > (STILL_VALID_MARGIN)
+        and expires - timezone.now() > STILL_VALID_MARGIN
+    )
+
+
+def _held(connection: Connection, now: datetime) -> float | None:
+    """Seconds before a paced caller may ask the token endpoint, or None if it may now."""
+    until = held_until(connection)
+    return (until - now).total_seconds() if until is not None and until > now else None
+
+
+def _wait_out(connection: Connection, wait: float) -> Connection:
+    if _still_valid(connection):
+        return connection
+    raise TransientFailure(
+        f"No token request for another {wait:.0f} s: the last one failed or went out moments ago.",
+        retry_in=wait,
     )
 
 
@@ -131,36 +208,125 @@ def _check_usable(connection: Connection) -> None:
         )
 
 
-def refresh(connection_id: int, *, force: bool = False, keepalive: bool = False) -> Connection:
-    """Refresh unless, once the lock is held, it turns out someone else already did."""
-    lock = redis_client.shared().lock(
-        keys.token_refresh_lock(connection_id),
-        timeout=LOCK_LEASE_SECONDS,
-        blocking_timeout=LOCK_WAIT_SECONDS,
+# --- the refresh --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Answer:
+    """A token answer between Microsoft and the commit."""
+
+    fields: dict[str, Any] | None = None
+    over: datetime | None = None  # last_refreshed_at of the tokens it replaces, as committed
+    kept: str | None = None  # its copy in Redis, if Redis took it
+
+
+@dataclass
+class _Failure:
+    connection: Connection
+    error: IdentityError
+
+
+def refresh(
+    connection_id: int, *, force: bool = False, keepalive: bool = False, paced: bool = False
+) -> Connection:
+    """Refresh unless, once the row lock is held, it turns out someone else just did.
+
+    `force` refreshes a token that looks fresh (an operator's *Refresh now*, Graph's 401);
+    `keepalive` also refreshes when only the refresh token is idle; `paced` is for one caller
+    among many (Graph requests, the beat dispatch): during a backoff or within
+    MIN_REFRESH_INTERVAL of the last request it gets the still-valid token or TransientFailure.
+    """
+    # The tokens stored before waiting for the lock: if they changed while we waited, the
+    # refresh that held the lock did our work.
+    seen = (
+        Connection.objects.filter(pk=connection_id)
+        .values_list("last_refreshed_at", flat=True)
+        .first()
     )
-    if not lock.acquire():
-        raise TransientFailure("Another worker is refreshing this connection.", retry_in=5)
+    answer = _Answer()
     try:
-        apply_pending(connection_id)
-        connection = Connection.objects.select_related("app", "user").get(pk=connection_id)
-        _check_usable(connection)
-        now = timezone.now()
-        if (
-            not force
-            and is_fresh(connection, now)
-            and not (keepalive and needs_keepalive(connection, now))
-        ):
-            return connection  # the caller before us refreshed: use its result
-        try:
-            token = _request(connection)
-        except IdentityError as exc:
-            raise _failed(connection, exc) from exc
-        return _store(connection, token, now)
-    finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            logger.warning("refresh lock of connection %s expired before release", connection_id)
+        # Durable: the tokens are committed when this block ends, never rolled back by a caller.
+        with transaction.atomic(durable=True):
+            connection = _claim(connection_id)
+            outcome = _refresh_claimed(
+                connection, seen, answer, force=force, keepalive=keepalive, paced=paced
+            )
+    except DatabaseError:
+        if answer.fields is None:
+            raise
+        logger.warning(
+            "storing refreshed tokens of connection %s failed", connection_id, exc_info=True
+        )
+        return _store_again(connection_id, answer)
+    if isinstance(outcome, _Failure):
+        raise _failed(outcome.connection, outcome.error) from outcome.error
+    return outcome
+
+
+def _claim(connection_id: int) -> Connection:
+    """Lock the connection's row until the transaction, token request included, ends."""
+    db = transaction.get_connection()
+    if db.vendor == "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, true), "
+                "set_config('idle_in_transaction_session_timeout', %s, true)",
+                [f"{LOCK_WAIT_SECONDS}s", f"{LEASE_SECONDS}s"],
+            )
+    try:
+        return (
+            Connection.objects.select_for_update(of=("self",))
+            .select_related("app")
+            .get(pk=connection_id)
+        )
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise TransientFailure(
+            "Another worker is refreshing this connection.", retry_in=5
+        ) from None
+
+
+def _refresh_claimed(
+    connection: Connection,
+    seen: datetime | None,
+    answer: _Answer,
+    *,
+    force: bool,
+    keepalive: bool,
+    paced: bool,
+) -> Connection | _Failure:
+    _check_usable(connection)
+    if connection.last_refreshed_at != seen:
+        return connection  # refreshed while we waited for the lock: use the winner's tokens
+    answer.over = connection.last_refreshed_at
+    _apply_kept(connection)
+    now = timezone.now()
+    if (
+        not force
+        and is_fresh(connection, now)
+        and not (keepalive and needs_keepalive(connection, now))
+    ):
+        return connection
+    if paced and not force:
+        wait = _held(connection, now)
+        if wait is not None:
+            return _wait_out(connection, wait)
+    try:
+        token = _request(connection)
+    except IdentityError as exc:
+        _hold_off(connection, exc, now)
+        return _Failure(connection, exc)
+    answer.fields = {**token_fields(token, now), "refresh_requested_at": now}
+    answer.kept = _keep(connection.pk, answer)
+    if _write(connection.pk, answer.fields, connection.last_refreshed_at):
+        for name, value in answer.fields.items():
+            setattr(connection, name, value)
+        audit.record(AuditEvent.Kind.REFRESHED, "Token refreshed.", connection=connection)
+    if answer.kept:
+        kept = answer.kept
+        transaction.on_commit(lambda: _drop_kept(connection.pk, kept))
+    return connection
 
 
 def _request(connection: Connection) -> dict[str, Any]:
@@ -199,6 +365,7 @@ def token_fields(token: dict[str, Any], now: datetime) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "access_token": token["access_token"],
         "access_token_expires_at": now + timedelta(seconds=expires_in),
+        "access_token_lifetime": expires_in,
         "refresh_after": (
             now + timedelta(seconds=int(token["refresh_in"])) if token.get("refresh_in") else None
         ),
@@ -217,91 +384,219 @@ def token_fields(token: dict[str, Any], now: datetime) -> dict[str, Any]:
     return fields
 
 
-def _serialise(fields: dict[str, Any]) -> str:
-    return json.dumps(
-        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in fields.items()}
-    )
-
-
-def _deserialise(text: str) -> dict[str, Any]:
-    fields = json.loads(text)
-    for key in (
-        "access_token_expires_at",
-        "refresh_after",
-        "last_refreshed_at",
-        "refresh_token_updated_at",
-    ):
-        if fields.get(key):
-            fields[key] = datetime.fromisoformat(fields[key])
-    return fields
-
-
-def _write(connection_id: int, fields: dict[str, Any]) -> bool:
-    """One UPDATE for both tokens; a disconnected or disabled connection is left alone."""
-    with transaction.atomic():
-        updated = Connection.objects.filter(
-            pk=connection_id, status__in=Connection.LIVE_STATUSES
-        ).update(**fields, updated_at=timezone.now())
+def _write(connection_id: int, fields: dict[str, Any], over: datetime | None) -> bool:
+    """One UPDATE for both tokens, only over the tokens written at `over` and only while the
+    connection is live: a disconnected connection, or tokens written since, are left alone."""
+    updated = Connection.objects.filter(
+        pk=connection_id, status__in=Connection.LIVE_STATUSES, last_refreshed_at=over
+    ).update(**fields, updated_at=timezone.now())
     return bool(updated)
 
 
-def _store(connection: Connection, token: dict[str, Any], now: datetime) -> Connection:
-    fields = token_fields(token, now)
-    pending = keys.token_pending(connection.pk)
-    # Write-ahead: the answer is kept until the database has it.
-    redis_client.shared().set(
-        pending, encryption.encrypt(_serialise(fields)), ex=PENDING_TTL_SECONDS
-    )
-    for attempt in range(STORE_ATTEMPTS):
+def _store_again(connection_id: int, answer: _Answer) -> Connection:
+    """The write or the commit failed and the row lock went with the transaction: retry the
+    write alone, still only over the tokens the answer replaces."""
+    assert answer.fields is not None
+    for attempt in range(1, STORE_ATTEMPTS):
+        time.sleep(0.2 * 2 ** (attempt - 1))
         try:
-            written = _write(connection.pk, fields)
-            break
+            written = _write(connection_id, answer.fields, answer.over)
+            connection = Connection.objects.select_related("app").get(pk=connection_id)
         except DatabaseError:
             logger.warning(
-                "storing refreshed tokens of connection %s failed", connection.pk, exc_info=True
+                "storing refreshed tokens of connection %s failed", connection_id, exc_info=True
             )
-            if attempt == STORE_ATTEMPTS - 1:
-                raise TransientFailure(
-                    "The database refused the new tokens; they are kept and applied on the next "
-                    "refresh.",
-                    retry_in=30,
-                ) from None
-            time.sleep(0.2 * 2**attempt)
-    redis_client.shared().delete(pending)
-    if written:
-        for name, value in fields.items():
-            setattr(connection, name, value)
-        audit.record(AuditEvent.Kind.REFRESHED, "Token refreshed.", connection=connection)
-    return connection
+            continue
+        if answer.kept:
+            _drop_kept(connection_id, answer.kept)
+        if written:
+            audit.record(AuditEvent.Kind.REFRESHED, "Token refreshed.", connection=connection)
+        else:
+            # Tokens written since (a reconnect, or the next refresh applying our kept copy),
+            # or the connection is no longer live: what is stored now is what counts.
+            _check_usable(connection)
+        return connection
+    if answer.kept:
+        raise TransientFailure(
+            "The database refused the new tokens; they are kept and applied on the next refresh.",
+            retry_in=30,
+        )
+    logger.error(
+        "connection %s: the rotated refresh token reached neither the database nor Redis",
+        connection_id,
+    )
+    raise TransientFailure(
+        "The database refused the new tokens and Redis could not keep them.", retry_in=30
+    )
 
 
-def apply_pending(connection_id: int) -> bool:
-    """Apply a token response that was received but never stored (see _store)."""
-    pending = redis_client.shared().get(keys.token_pending(connection_id))
-    if pending is None:
-        return False
-    fields = _deserialise(encryption.decrypt(pending.decode(), where="a pending token response"))
-    _write(connection_id, fields)
-    redis_client.shared().delete(keys.token_pending(connection_id))
-    logger.info("applied the pending token response of connection %s", connection_id)
-    return True
+# --- the copy kept in Redis ---------------------------------------------------------------------
+
+# Delete a kept copy only if it is still the one we know: another refresh may have kept a newer.
+_DELETE_IF_SAME = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _keep(connection_id: int, answer: _Answer) -> str | None:
+    """Keep the answer (encrypted) in Redis until the commit; None when Redis refused it."""
+    assert answer.fields is not None
+    payload = {
+        "over": answer.over.isoformat() if answer.over else None,
+        "fields": {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in answer.fields.items()
+        },
+    }
+    value = encryption.encrypt(json.dumps(payload))
+    try:
+        redis_client.shared().set(keys.token_pending(connection_id), value, ex=PENDING_TTL_SECONDS)
+    except redis.RedisError:
+        logger.warning("Redis could not keep the token answer of connection %s", connection_id)
+        return None
+    return value
+
+
+def _apply_kept(connection: Connection) -> None:
+    """Apply a token answer kept by a refresh whose write failed, if the tokens it replaces are
+    still the stored ones; otherwise tokens were written after it, and it is dropped."""
+    key = keys.token_pending(connection.pk)
+    try:
+        raw = redis_client.shared().get(key)
+    except redis.RedisError:
+        logger.warning("Redis unreachable: no kept token answer of connection %s", connection.pk)
+        return
+    if raw is None:
+        return
+    value = raw.decode()
+    try:
+        payload = json.loads(encryption.decrypt(value, where=f"Redis {key}"))
+        over = datetime.fromisoformat(payload["over"]) if payload["over"] else None
+        fields = {
+            name: datetime.fromisoformat(v)
+            if v and isinstance(Connection._meta.get_field(name), models.DateTimeField)
+            else v
+            for name, v in payload["fields"].items()
+        }
+    except (encryption.UndecryptableValue, FieldDoesNotExist, ValueError, KeyError, TypeError):
+        logger.exception("connection %s: unusable kept token answer dropped", connection.pk)
+        _drop_kept(connection.pk, value)
+        return
+    if over != connection.last_refreshed_at or not _write(connection.pk, fields, over):
+        logger.info("connection %s: stale kept token answer dropped", connection.pk)
+        _drop_kept(connection.pk, value)
+        return
+    for name, field_value in fields.items():
+        setattr(connection, name, field_value)
+    transaction.on_commit(lambda: _drop_kept(connection.pk, value))
+    logger.info("applied the kept token answer of connection %s", connection.pk)
+
+
+def _drop_kept(connection_id: int, value: str) -> None:
+    try:
+        redis_client.shared().eval(_DELETE_IF_SAME, 1, keys.token_pending(connection_id), value)
+    except redis.RedisError:
+        # Harmless: a copy only ever applies over the tokens it replaces.
+        logger.warning("Redis could not drop the kept token answer of %s", connection_id)
+
+
+def forget_kept_answer(connection_id: int) -> None:
+    """On disconnect: no token copy outlives the connection's tokens."""
+    try:
+        redis_client.shared().delete(keys.token_pending(connection_id))
+    except redis.RedisError:
+        logger.warning("Redis could not forget the kept token answer of %s", connection_id)
+
+
+def reencrypt_kept_answers() -> tuple[int, int]:
+    """Re-encrypt every kept token answer with the newest key (rotate_encryption_keys): how
+    many were, and how many no key opens (left for their connection's next refresh to drop).
+    Raises redis.RedisError if Redis cannot be read: the old key must stay until this succeeds."""
+    client = redis_client.shared()
+    rotated = unreadable = 0
+    for key in client.scan_iter(keys.TOKEN_PENDING_PATTERN, count=500):
+        with client.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None or not encryption.needs_rotation(raw.decode()):
+                    continue
+                fresh = encryption.rotate(raw.decode(), where=f"Redis {key.decode()}")
+                pipe.multi()
+                pipe.set(key, fresh, keepttl=True)
+                pipe.execute()
+                rotated += 1
+            except encryption.UndecryptableValue:
+                unreadable += 1
+            except redis.WatchError:
+                pass  # replaced (with the newest key) or dropped meanwhile
+    return rotated, unreadable
 
 
 # --- failures -----------------------------------------------------------------------------------
 
 
-def _failed(connection: Connection, exc: IdentityError) -> TokenUnavailable:
+def _reason(exc: IdentityError) -> str:
+    return exc.explanation + (f" ({exc.aadsts})" if exc.code else "")
+
+
+def _paused_reason(reason: str) -> str:
+    return f"Paused: the app's credentials are broken. {reason}"
+
+
+def _backoff(connection: Connection, streak: int, now: datetime) -> float:
+    """Seconds before the next try: never under MIN_REFRESH_INTERVAL, then exponential with full
+    jitter, and within a share of the access token's remaining life while it works."""
+    floor = MIN_REFRESH_INTERVAL.total_seconds()
+    cap = float(BACKOFF_CAP_SECONDS)
+    expires = connection.access_token_expires_at
+    if expires is not None and expires > now:
+        left = (expires - now).total_seconds()
+        cap = min(cap, max(0.0, left * BACKOFF_SHARE_OF_LIFE_LEFT - floor))
+    return floor + backoff.full_jitter(streak, base=BACKOFF_BASE_SECONDS, cap=cap)
+
+
+def _hold_off(connection: Connection, exc: IdentityError, now: datetime) -> None:
+    """Record a failed refresh on the row while it is still claimed, so that whoever waits for
+    the lock sees it; alerts and notices follow the commit (_failed)."""
     klass = exc.failure_class
-    reason = exc.explanation + (f" ({exc.aadsts})" if exc.code else "")
+    fields: dict[str, Any]
+    # After a reconnect-needed or app-broken failure refreshes stop until someone acts (a
+    # reconnect, credentials verified): that, not the minimum interval, frees the next request.
+    if klass in RECONNECT_CLASSES:
+        fields = {
+            "status": Connection.Status.RECONNECT_NEEDED,
+            "status_reason": _reason(exc),
+            "next_refresh_at": None,
+        }
+    elif klass in APP_CLASSES:
+        fields = {
+            "status": Connection.Status.APP_CREDENTIALS_BROKEN,
+            "status_reason": _paused_reason(_reason(exc)),
+        }
+    else:
+        streak = connection.failure_streak + 1
+        delay = _backoff(connection, streak, now)
+        fields = {
+            "failure_streak": streak,
+            "next_refresh_at": now + timedelta(seconds=delay),
+            "refresh_requested_at": now,
+        }
+    Connection.objects.filter(pk=connection.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(connection, name, value)
+
+
+def _failed(connection: Connection, exc: IdentityError) -> TokenUnavailable:
+    """After the commit: the audit trail, notices, and the app's other connections."""
+    klass = exc.failure_class
+    reason = _reason(exc)
     if klass in RECONNECT_CLASSES:
         return _reconnect_needed(connection, reason, exc)
     if klass in APP_CLASSES:
         return _app_broken(connection, reason, exc)
-    streak = connection.failure_streak + 1
-    delay = backoff.full_jitter(streak, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS)
-    Connection.objects.filter(pk=connection.pk).update(
-        failure_streak=streak, next_refresh_at=timezone.now() + timedelta(seconds=delay)
-    )
+    streak = connection.failure_streak
     audit.record(
         AuditEvent.Kind.REFRESH_FAILED,
         reason,
@@ -317,13 +612,11 @@ def _failed(connection: Connection, exc: IdentityError) -> TokenUnavailable:
             f"{streak} failures in a row: {reason}",
             connection=connection,
         )
-    return TransientFailure(reason, retry_in=delay)
+    retry_in = (connection.next_refresh_at - timezone.now()).total_seconds()
+    return TransientFailure(reason, retry_in=max(0.0, retry_in))
 
 
 def _reconnect_needed(connection: Connection, reason: str, exc: IdentityError) -> ReconnectNeeded:
-    Connection.objects.filter(pk=connection.pk).update(
-        status=Connection.Status.RECONNECT_NEEDED, status_reason=reason, next_refresh_at=None
-    )
     audit.record(
         AuditEvent.Kind.RECONNECT_NEEDED,
         reason,
@@ -336,7 +629,9 @@ def _reconnect_needed(connection: Connection, reason: str, exc: IdentityError) -
 
 
 def _app_broken(connection: Connection, reason: str, exc: IdentityError) -> AppCredentialsBroken:
-    """Flag the app, keep its connections' tokens, pause their refreshes, alert its admins."""
+    """Flag the app, keep its connections' tokens, pause their refreshes, alert its admins.
+    Outside the refresh's claim: the app's other connections may be claimed by refreshes of
+    their own, and waiting for them while holding this one could deadlock."""
     app = connection.app
     with transaction.atomic():
         flagged = (
@@ -349,8 +644,7 @@ def _app_broken(connection: Connection, reason: str, exc: IdentityError) -> AppC
             )
         )
         Connection.objects.filter(app=app, status=Connection.Status.ACTIVE).update(
-            status=Connection.Status.APP_CREDENTIALS_BROKEN,
-            status_reason=f"Paused: the app's credentials are broken. {reason}",
+            status=Connection.Status.APP_CREDENTIALS_BROKEN, status_reason=_paused_reason(reason)
         )
     if flagged:  # only the first failure alerts; the others find the app already flagged
         audit.record(

@@ -12,14 +12,14 @@ PREFIX = "graphport:"
 THROTTLE_PREFIX = f"{PREFIX}throttle:"
 
 
-def token_refresh_lock(connection_id: int) -> str:
-    """The lock held while one worker refreshes a connection's tokens."""
-    return f"{PREFIX}token-refresh:{connection_id}"
-
-
 def token_pending(connection_id: int) -> str:
-    """A token response received but not yet stored (encrypted write-ahead copy)."""
+    """A token answer received but perhaps not yet stored, with the tokens it replaces
+    (encrypted; connections.tokens, which applies it only over those)."""
     return f"{PREFIX}token-pending:{connection_id}"
+
+
+#: every kept token answer, for rotate_encryption_keys
+TOKEN_PENDING_PATTERN = f"{PREFIX}token-pending:*"
 
 
 def token_queued(connection_id: int) -> str:

@@ -55,10 +55,20 @@ class Connection(models.Model):
     access_token = EncryptedTextField(null=True, blank=True)
     refresh_token = EncryptedTextField(null=True, blank=True)
     access_token_expires_at = models.DateTimeField(null=True, blank=True)
+    # The access token's `expires_in`: a token shorter-lived than the refresh margin is
+    # refreshed at half its life, not at every call (connections.tokens.refresh_due_at).
+    access_token_lifetime = models.PositiveIntegerField(
+        "access-token lifetime (s)", null=True, blank=True
+    )
     # Microsoft's optional `refresh_in`: refresh proactively after this moment.
     refresh_after = models.DateTimeField(null=True, blank=True)
     refresh_token_updated_at = models.DateTimeField(null=True, blank=True)
+    # When the tokens were last written. A kept token answer carries the value it replaces and
+    # applies only over it, so an older answer never overwrites tokens written after it.
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    # When a refresh last asked the token endpoint, whatever the answer: paced callers send no
+    # other request within connections.tokens.MIN_REFRESH_INTERVAL.
+    refresh_requested_at = models.DateTimeField(null=True, blank=True)
     failure_streak = models.PositiveIntegerField(default=0)
     # After a transient failure, no refresh is dispatched before this (exponential backoff).
     next_refresh_at = models.DateTimeField(null=True, blank=True)

@@ -75,3 +75,42 @@ def test_dispatch_refreshes_due_connections_once_each(celery_worker, client, mic
         time.sleep(0.2)
     assert fresh == 2
     assert microsoft.control.token_request_count(contoso.app.client_id, "refresh_token") == 2
+
+
+def test_due_schedules_a_short_lived_token_at_half_its_lifetime(acme):
+    now = timezone.now()
+    # A four-minute token issued a minute ago: due at two minutes, not at once.
+    short = make(
+        acme.app,
+        1,
+        access_token_expires_at=now + timedelta(minutes=3),
+        access_token_lifetime=240,
+    )
+    # A nine-minute token issued a minute ago is due in three and a half minutes: a later tick.
+    make(
+        acme.app,
+        2,
+        access_token_expires_at=now + timedelta(minutes=8),
+        access_token_lifetime=540,
+    )
+
+    due = {pk: (countdown, keepalive) for pk, countdown, keepalive in fleet.due(now)}
+    assert due == {short: (60.0, False)}
+
+
+def test_due_schedules_a_retry_for_the_end_of_its_backoff(acme):
+    now = timezone.now()
+    expiring = now + timedelta(minutes=2)
+    backing_off = make(
+        acme.app, 1, access_token_expires_at=expiring, next_refresh_at=now + timedelta(seconds=40)
+    )
+    just_asked = make(
+        acme.app,
+        2,
+        access_token_expires_at=expiring,
+        refresh_requested_at=now - timedelta(seconds=10),
+    )
+
+    due = {pk: countdown for pk, countdown, _ in fleet.due(now)}
+    # Scheduled for the moment each may ask again, not left for a later beat tick.
+    assert due == {backing_off: 40.0, just_asked: 20.0}

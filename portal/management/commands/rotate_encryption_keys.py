@@ -1,13 +1,17 @@
-"""Re-encrypt every encrypted column with the newest key of FIELD_ENCRYPTION_KEYS.
+"""Re-encrypt every encrypted column with the newest key of FIELD_ENCRYPTION_KEYS, and the
+token answers kept encrypted in Redis (connections.tokens).
 
-Safe to run while the portal runs and safe to run again: rows already under the newest key are
-skipped, and each update only applies if the row still holds the ciphertext that was read, so a
-value written meanwhile (already under the newest key) is never overwritten with an older one.
+Safe to run while the portal runs and safe to run again: values already under the newest key are
+skipped, and each update only applies if the row (or the Redis key) still holds the ciphertext
+that was read, so a value written meanwhile (already under the newest key) is never overwritten
+with an older one.
 """
 
-from django.core.management.base import BaseCommand
+import redis
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
+from connections import tokens
 from core import encryption
 
 
@@ -21,6 +25,21 @@ class Command(BaseCommand):
         total_rotated = 0
         for model, field in encryption.encrypted_fields():
             total_rotated += self.rotate_column(model, field, batch_size)
+        try:
+            kept, unreadable = tokens.reencrypt_kept_answers()
+        except redis.RedisError as exc:
+            raise CommandError(
+                f"{total_rotated} value(s) re-encrypted in the database, but Redis is unreachable "
+                f"({exc}): the token answers kept there are not re-encrypted. Keep the old key "
+                "until this command succeeds."
+            ) from exc
+        self.stdout.write(f"Redis: {kept} kept token answer(s) re-encrypted")
+        if unreadable:
+            self.stdout.write(
+                f"Redis: {unreadable} kept token answer(s) no key opens, left for their "
+                "connection's next refresh to drop"
+            )
+        total_rotated += kept
         self.stdout.write(self.style.SUCCESS(f"Done: {total_rotated} value(s) re-encrypted."))
 
     def rotate_column(self, model, field, batch_size: int) -> int:
