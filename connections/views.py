@@ -116,6 +116,7 @@ def _error_page(request, error: connect.FlowError):
     app = error.app
     can_consent = (
         app is not None
+        and app.use_application_permissions  # admin consent is offered for those apps only
         and request.user.is_authenticated
         and (request.user.is_superuser or admin_tenant(request.user) == app.tenant)
     )

@@ -17,7 +17,10 @@ from django.db import transaction
 
 def send(task: str, *args: object, countdown: float | None = None) -> None:
     """Hand the named task to the broker now; raises when the broker cannot take it."""
-    current_app.send_task(task, args=args, countdown=countdown)
+    # Nobody waits for what these tasks return; without ignore_result the Redis result backend
+    # subscribes to the answer first and, with Redis away, retries for twenty seconds while the
+    # request that enqueued waits.
+    current_app.send_task(task, args=args, countdown=countdown, ignore_result=True)
 
 
 def enqueue(task: str, *args: object, countdown: float | None = None) -> None:

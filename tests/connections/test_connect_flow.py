@@ -183,6 +183,17 @@ def test_consent_required_offers_admin_consent_to_the_tenant_admin(client, micro
     assert "Ask your Graphport administrator" in member_page.text
 
 
+def test_consent_required_offers_no_admin_consent_for_an_app_without_application_permissions(
+    client, microsoft, contoso
+):
+    contoso.app.default_prompt = "none"
+    contoso.app.use_application_permissions = False
+    contoso.app.save()
+    response = connect(client, microsoft, contoso.admin, contoso.app)
+    assert response.status_code == 400 and "AADSTS65001" in response.text
+    assert reverse("connections:admin_consent", args=[contoso.app.pk]) not in response.text
+
+
 def test_no_refresh_token_says_offline_access_was_not_granted(client, microsoft, contoso):
     # A consent screen that drops offline_access: the scope Microsoft grants decides.
     authorize_url = press_connect(client, contoso.member, contoso.app)
