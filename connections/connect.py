@@ -18,7 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from connections import audit, credentials, identity, idtoken, signals, tokens
+from connections import audit, credentials, identity, idtoken, kept_answers, signals, tokens
 from connections.clouds import is_guid
 from connections.identity import FailureClass, IdentityError, SignInProblem
 from connections.models import AuditEvent, AuthorizationAttempt, Connection, EntraApp
@@ -460,4 +460,4 @@ def disconnect(connection: Connection, user) -> None:
             actor=user,
         )
         signals.disconnected.send(sender=Connection, connection=connection)
-    tokens.forget_kept_answer(connection.pk)  # a kept token answer must not outlive them
+    kept_answers.forget(connection.pk)  # a kept token answer must not outlive them

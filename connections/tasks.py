@@ -6,7 +6,7 @@ import random
 
 from celery import shared_task
 
-from connections import expiry, fleet, tokens
+from connections import expiry, fleet, retention, tokens
 from core import keys, redis_client
 
 # A connection already queued for a refresh is not queued again by the next beat tick.
@@ -47,3 +47,9 @@ def refresh_connection(connection_id: int, keepalive: bool = False) -> str:
 @shared_task
 def warn_expiring_secrets() -> int:
     return expiry.warn_expiring_secrets()
+
+
+@shared_task
+def purge_history() -> dict[str, int]:
+    """Daily: authorization attempts and audit events past their retention period."""
+    return retention.purge()

@@ -32,23 +32,20 @@ them"). Explicit refreshes (an operator's *Refresh now*, Graph's 401) are not pa
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis
 from django.conf import settings
-from django.core.exceptions import FieldDoesNotExist
-from django.db import DatabaseError, OperationalError, models, transaction
+from django.db import DatabaseError, OperationalError, transaction
 from django.utils import timezone
 
-from connections import audit, credentials, identity, notices
+from connections import audit, credentials, identity, kept_answers, notices
 from connections.identity import FailureClass, IdentityError
 from connections.models import AuditEvent, Connection, EntraApp
-from core import backoff, encryption, keys, redis_client
+from core import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +56,6 @@ MIN_REFRESH_INTERVAL = timedelta(seconds=30)
 KEEPALIVE_AFTER = timedelta(days=14)  # well inside Microsoft's 90 days of inactivity
 LEASE_SECONDS = 3 * settings.MICROSOFT_HTTP_TIMEOUT  # longer than the token requests of a refresh
 LOCK_WAIT_SECONDS = 2 * settings.MICROSOFT_HTTP_TIMEOUT
-PENDING_TTL_SECONDS = 30 * 24 * 3600
 STORE_ATTEMPTS = 3
 ALERT_STREAK = 5
 BACKOFF_BASE_SECONDS = 30
@@ -318,14 +314,14 @@ def _refresh_claimed(
         _hold_off(connection, exc, now)
         return _Failure(connection, exc)
     answer.fields = {**token_fields(token, now), "refresh_requested_at": now}
-    answer.kept = _keep(connection.pk, answer)
+    answer.kept = kept_answers.keep(connection.pk, answer.fields, answer.over)
     if _write(connection.pk, answer.fields, connection.last_refreshed_at):
         for name, value in answer.fields.items():
             setattr(connection, name, value)
         audit.record(AuditEvent.Kind.REFRESHED, "Token refreshed.", connection=connection)
     if answer.kept:
         kept = answer.kept
-        transaction.on_commit(lambda: _drop_kept(connection.pk, kept))
+        transaction.on_commit(lambda: kept_answers.drop(connection.pk, kept))
     return connection
 
 
@@ -408,7 +404,7 @@ def _store_again(connection_id: int, answer: _Answer) -> Connection:
             )
             continue
         if answer.kept:
-            _drop_kept(connection_id, answer.kept)
+            kept_answers.drop(connection_id, answer.kept)
         if written:
             audit.record(AuditEvent.Kind.REFRESHED, "Token refreshed.", connection=connection)
         else:
@@ -432,106 +428,23 @@ def _store_again(connection_id: int, answer: _Answer) -> Connection:
 
 # --- the copy kept in Redis ---------------------------------------------------------------------
 
-# Delete a kept copy only if it is still the one we know: another refresh may have kept a newer.
-_DELETE_IF_SAME = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
-
-def _keep(connection_id: int, answer: _Answer) -> str | None:
-    """Keep the answer (encrypted) in Redis until the commit; None when Redis refused it."""
-    assert answer.fields is not None
-    payload = {
-        "over": answer.over.isoformat() if answer.over else None,
-        "fields": {
-            name: value.isoformat() if isinstance(value, datetime) else value
-            for name, value in answer.fields.items()
-        },
-    }
-    value = encryption.encrypt(json.dumps(payload))
-    try:
-        redis_client.shared().set(keys.token_pending(connection_id), value, ex=PENDING_TTL_SECONDS)
-    except redis.RedisError:
-        logger.warning("Redis could not keep the token answer of connection %s", connection_id)
-        return None
-    return value
-
 
 def _apply_kept(connection: Connection) -> None:
     """Apply a token answer kept by a refresh whose write failed, if the tokens it replaces are
     still the stored ones; otherwise tokens were written after it, and it is dropped."""
-    key = keys.token_pending(connection.pk)
-    try:
-        raw = redis_client.shared().get(key)
-    except redis.RedisError:
-        logger.warning("Redis unreachable: no kept token answer of connection %s", connection.pk)
+    kept = kept_answers.load(connection.pk)
+    if kept is None:
         return
-    if raw is None:
-        return
-    value = raw.decode()
-    try:
-        payload = json.loads(encryption.decrypt(value, where=f"Redis {key}"))
-        over = datetime.fromisoformat(payload["over"]) if payload["over"] else None
-        fields = {
-            name: datetime.fromisoformat(v)
-            if v and isinstance(Connection._meta.get_field(name), models.DateTimeField)
-            else v
-            for name, v in payload["fields"].items()
-        }
-    except (encryption.UndecryptableValue, FieldDoesNotExist, ValueError, KeyError, TypeError):
-        logger.exception("connection %s: unusable kept token answer dropped", connection.pk)
-        _drop_kept(connection.pk, value)
-        return
-    if over != connection.last_refreshed_at or not _write(connection.pk, fields, over):
+    if kept.over != connection.last_refreshed_at or not _write(
+        connection.pk, kept.fields, kept.over
+    ):
         logger.info("connection %s: stale kept token answer dropped", connection.pk)
-        _drop_kept(connection.pk, value)
+        kept_answers.drop(connection.pk, kept.value)
         return
-    for name, field_value in fields.items():
-        setattr(connection, name, field_value)
-    transaction.on_commit(lambda: _drop_kept(connection.pk, value))
+    for name, value in kept.fields.items():
+        setattr(connection, name, value)
+    transaction.on_commit(lambda: kept_answers.drop(connection.pk, kept.value))
     logger.info("applied the kept token answer of connection %s", connection.pk)
-
-
-def _drop_kept(connection_id: int, value: str) -> None:
-    try:
-        redis_client.shared().eval(_DELETE_IF_SAME, 1, keys.token_pending(connection_id), value)
-    except redis.RedisError:
-        # Harmless: a copy only ever applies over the tokens it replaces.
-        logger.warning("Redis could not drop the kept token answer of %s", connection_id)
-
-
-def forget_kept_answer(connection_id: int) -> None:
-    """On disconnect: no token copy outlives the connection's tokens."""
-    try:
-        redis_client.shared().delete(keys.token_pending(connection_id))
-    except redis.RedisError:
-        logger.warning("Redis could not forget the kept token answer of %s", connection_id)
-
-
-def reencrypt_kept_answers() -> tuple[int, int]:
-    """Re-encrypt every kept token answer with the newest key (rotate_encryption_keys): how
-    many were, and how many no key opens (left for their connection's next refresh to drop).
-    Raises redis.RedisError if Redis cannot be read: the old key must stay until this succeeds."""
-    client = redis_client.shared()
-    rotated = unreadable = 0
-    for key in client.scan_iter(keys.TOKEN_PENDING_PATTERN, count=500):
-        with client.pipeline() as pipe:
-            try:
-                pipe.watch(key)
-                raw = pipe.get(key)
-                if raw is None or not encryption.needs_rotation(raw.decode()):
-                    continue
-                fresh = encryption.rotate(raw.decode(), where=f"Redis {key.decode()}")
-                pipe.multi()
-                pipe.set(key, fresh, keepttl=True)
-                pipe.execute()
-                rotated += 1
-            except encryption.UndecryptableValue:
-                unreadable += 1
-            except redis.WatchError:
-                pass  # replaced (with the newest key) or dropped meanwhile
-    return rotated, unreadable
 
 
 # --- failures -----------------------------------------------------------------------------------

@@ -287,6 +287,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=7, minute=0),
         "options": {"queue": "default"},
     },
+    "purge-history": {
+        "task": "connections.tasks.purge_history",
+        "schedule": crontab(hour=3, minute=30),
+        "options": {"queue": "default"},
+    },
     # Often enough that a job whose worker died is found within seconds of its lease running
     # out (graphsync.dispatch); a tick with nothing due is one indexed query.
     "dispatch-due-syncs": {

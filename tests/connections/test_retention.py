@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from connections import retention
 from connections.models import AuditEvent, AuthorizationAttempt
+from connections.tasks import purge_history
 
 pytestmark = pytest.mark.django_db
 
@@ -62,3 +63,10 @@ def test_zero_days_keeps_everything(acme, settings):
     event(acme, timedelta(days=5000))
     assert retention.purge() == {"authorization attempts": 0, "audit events": 0}
     assert AuthorizationAttempt.objects.count() == 1
+
+
+def test_beat_purges_daily_through_a_task(acme, settings):
+    settings.RETENTION_AUTHORIZATION_ATTEMPTS_DAYS = 90
+    attempt(acme, timedelta(days=100))
+    assert settings.CELERY_BEAT_SCHEDULE["purge-history"]["task"] == purge_history.name
+    assert purge_history.apply().get() == {"authorization attempts": 1, "audit events": 0}

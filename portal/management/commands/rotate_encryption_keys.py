@@ -11,7 +11,7 @@ import redis
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
-from connections import tokens
+from connections import kept_answers
 from core import encryption
 
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
         for model, field in encryption.encrypted_fields():
             total_rotated += self.rotate_column(model, field, batch_size)
         try:
-            kept, unreadable = tokens.reencrypt_kept_answers()
+            kept, unreadable = kept_answers.reencrypt_all()
         except redis.RedisError as exc:
             raise CommandError(
                 f"{total_rotated} value(s) re-encrypted in the database, but Redis is unreachable "
