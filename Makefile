@@ -30,6 +30,7 @@ system-packages-test:
 
 run: system-packages-run $(STAMP)
 	DEBUG=$${DEBUG:-true} MICROSOFT_ALLOW_HTTP=$${MICROSOFT_ALLOW_HTTP:-true} \
+	  MICROSOFT_ALLOW_INTERNAL_HOSTS=$${MICROSOFT_ALLOW_INTERNAL_HOSTS:-true} \
 	  $(VENV)/bin/python manage.py runportal
 
 test: system-packages-test $(STAMP)

@@ -62,6 +62,7 @@ def services() -> Iterator[dict[str, str]]:
             "SECRET_KEY": "bench-" + Fernet.generate_key().decode(),
             "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
             "MICROSOFT_ALLOW_HTTP": "true",
+            "MICROSOFT_ALLOW_INTERNAL_HOSTS": "true",
             "DATABASE_URL": postgres.url,
             "REDIS_URL": redis.url,
             "DJANGO_SETTINGS_MODULE": "portal.settings",

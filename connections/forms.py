@@ -2,9 +2,20 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
 from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.utils.text import capfirst
 
 from connections import credentials
-from connections.models import AppCertificate, ClientSecret
+from connections.clouds import Cloud
+from connections.models import AppCertificate, ClientSecret, EntraApp
+
+#: Why only an operator sets the custom cloud: its URLs decide where the app's secrets and
+#: tokens are sent, and what the portal's own network is asked (docs/microsoft.md, "Endpoints
+#: and clouds").
+CUSTOM_CLOUD_OPERATORS_ONLY = (
+    "Only an operator can choose the custom cloud or change its login and Graph URLs: they "
+    "decide where Graphport sends the app's secrets and tokens. Ask your Graphport operator."
+)
 
 
 class ClientSecretForm(forms.ModelForm):
@@ -96,3 +107,54 @@ class AppCertificateForm(forms.ModelForm):
         self.instance.expires_on = facts["expires_on"]
         self.instance.private_key = key_pem.strip()
         return cleaned
+
+
+class EntraAppForm(forms.ModelForm):
+    """An app registration in the admin. Some fields are read-only for some people: the custom
+    cloud's URLs for a tenant administrator, and the tenant of an app with connections for
+    everyone. The admin names them in `locked`, with the reason; a POST that changes one anyway
+    is refused with that reason rather than silently ignored."""
+
+    #: set by the admin for each request
+    operator: bool = False
+    locked: dict[str, str] = {}
+
+    def clean_cloud(self) -> str:
+        cloud = self.cleaned_data["cloud"]
+        if cloud == Cloud.CUSTOM and not self.operator and self.instance.cloud != Cloud.CUSTOM:
+            raise ValidationError(CUSTOM_CLOUD_OPERATORS_ONLY)
+        return cloud
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, reason in self.locked.items():
+            if name in self.data and self._posted(name) != self._stored(name):
+                self.add_error(None, f"{self._label(name)}: {reason}")
+        if not self.operator and cleaned.get("cloud") not in (None, Cloud.CUSTOM):
+            # A tenant administrator may leave the custom cloud; its URLs, read-only for them,
+            # go with it (they are only for the custom cloud).
+            self.instance.login_base_url = self.instance.graph_base_url = ""
+        return cleaned
+
+    def _posted(self, name: str) -> str:
+        return str(self.data.get(name) or "").strip().rstrip("/")
+
+    def _stored(self, name: str) -> str:
+        value = self.instance.tenant_id if name == "tenant" else getattr(self.instance, name)
+        return str(value or "").strip().rstrip("/")
+
+    def _label(self, name: str) -> str:
+        return capfirst(str(EntraApp._meta.get_field(name).verbose_name))
+
+    def _update_errors(self, errors: ValidationError) -> None:
+        # EntraApp.clean() may name a field this form shows read-only (a tenant administrator's
+        # custom URLs, a locked tenant), and Django refuses errors for fields a form lacks: keep
+        # them, with the field's name, among the form's own errors.
+        if hasattr(errors, "error_dict"):
+            for name in [n for n in errors.error_dict if n != NON_FIELD_ERRORS]:
+                if name not in self.fields:
+                    messages = ValidationError(errors.error_dict.pop(name)).messages
+                    errors.error_dict.setdefault(NON_FIELD_ERRORS, []).extend(
+                        ValidationError(f"{self._label(name)}: {message}") for message in messages
+                    )
+        super()._update_errors(errors)

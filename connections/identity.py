@@ -4,13 +4,19 @@ Token requests go through requests-oauthlib. A compliance hook reads Microsoft's
 before oauthlib does, because oauthlib keeps only `error` and `error_description`, and the
 decisions here must come from `error_codes` and `suberror`: the same AADSTS code arrives under
 different `error` values (docs/microsoft.md, "Error codes and how Graphport classifies them").
+
+Requests go through core.outbound's rules (no internal hosts, no redirects, no plain http://
+without MICROSOFT_ALLOW_HTTP). A custom cloud's host may be anyone's, so only a Microsoft-shaped
+answer's text is kept, cut short; anything else is reported by its status and host alone, and
+every failure to connect reads the same, so the app's page cannot be used to probe a network.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
@@ -19,6 +25,13 @@ import requests
 from django.conf import settings
 from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, WebApplicationClient
 from requests_oauthlib import OAuth2Session
+
+from core import outbound
+
+logger = logging.getLogger(__name__)
+
+#: The most of an outside answer's text that is kept and shown (error descriptions, trace ids).
+MAX_FOREIGN_TEXT = 300
 
 if settings.MICROSOFT_ALLOW_HTTP:
     # oauthlib refuses http:// token URLs unless this is set; MICROSOFT_ALLOW_HTTP exists for
@@ -248,22 +261,72 @@ class IdentityError(Exception):
 
     @classmethod
     def from_response(cls, response: requests.Response) -> IdentityError:
+        """Microsoft's error fields, when the body has Microsoft's shape (docs/microsoft.md,
+        "Token endpoint"); else UnexpectedAnswer, which keeps nothing of the body."""
         try:
-            body: dict[str, Any] = response.json()
+            body: Any = response.json()
         except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
+            body = None
+        status = response.status_code
+        if not _microsoft_shaped(body):
+            host = outbound.host_of(response.url or "")
+            logger.info("%s answered HTTP %s without Microsoft's error shape", host, status)
+            return UnexpectedAnswer(
+                error=f"http_{status}",
+                description=f"Unexpected answer (HTTP {status}) from {host}.",
+                http_status=status,
+            )
         codes = [c for c in body.get("error_codes") or [] if isinstance(c, int)]
         return cls(
-            error=str(body.get("error") or f"http_{response.status_code}"),
-            description=str(body.get("error_description") or response.reason or ""),
+            error=_foreign(body.get("error"), 100),
+            description=_foreign(body.get("error_description")),
             codes=codes,
-            suberror=str(body.get("suberror") or ""),
-            trace_id=str(body.get("trace_id") or ""),
-            correlation_id=str(body.get("correlation_id") or ""),
-            http_status=response.status_code,
+            suberror=_foreign(body.get("suberror"), 100),
+            trace_id=_foreign(body.get("trace_id"), 100),
+            correlation_id=_foreign(body.get("correlation_id"), 100),
+            http_status=status,
         )
+
+
+def _microsoft_shaped(body: Any) -> bool:
+    """`error` with `error_description` or `error_codes`: what the token endpoint sends."""
+    return (
+        isinstance(body, dict)
+        and isinstance(body.get("error"), str)
+        and bool(body["error"])
+        and (
+            isinstance(body.get("error_description"), str)
+            or isinstance(body.get("error_codes"), list)
+        )
+    )
+
+
+def _foreign(value: Any, limit: int = MAX_FOREIGN_TEXT) -> str:
+    """Outside text, cut short: it is shown on pages and kept in rows."""
+    text = str(value or "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class UnexpectedAnswer(IdentityError):
+    """An answer that is not Microsoft's (an HTML page, another service's error): reported by
+    its status and host only, never its body. Classed by its status like any other."""
+
+    @property
+    def explanation(self) -> str:
+        return self.description
+
+
+class RequestRefused(IdentityError):
+    """Graphport would not send the request or follow its answer (core.outbound): plain http://
+    without MICROSOFT_ALLOW_HTTP, or a redirect. The app's URLs must change."""
+
+    @property
+    def failure_class(self) -> FailureClass:
+        return FailureClass.CONFIGURATION
+
+    @property
+    def explanation(self) -> str:
+        return self.description
 
 
 class Unreachable(IdentityError):
@@ -278,28 +341,56 @@ class Unreachable(IdentityError):
         return f"Microsoft's sign-in service could not be reached: {self.description}"
 
 
+def _failed(token_url: str, exc: Exception) -> IdentityError:
+    """What a request that got no usable answer becomes. Refused connections, timeouts, names
+    that do not resolve and internal addresses all read the same, so that the message cannot
+    tell a closed port from an open one; the details go to the log."""
+    host = outbound.host_of(token_url)
+    logger.info("token request to %s failed: %s: %s", host, type(exc).__name__, exc)
+    if isinstance(exc, outbound.Refused) and not isinstance(exc, outbound.InternalHost):
+        return RequestRefused(error="refused", description=f"{exc}.")
+    if isinstance(exc, requests.RequestException):
+        return Unreachable(error="unreachable", description=f"{host} could not be reached.")
+    return Unreachable(
+        error="bad_response", description=f"Unexpected answer from {host}: no token in it."
+    )
+
+
 def _raise_on_error(response: requests.Response) -> requests.Response:
     if response.status_code != 200:
         raise IdentityError.from_response(response)
     return response
 
 
+class _TokenSession(outbound.Guarded, OAuth2Session):
+    """requests-oauthlib's session under core.outbound's rules: its token and refresh requests
+    go through `request`, which never follows a redirect."""
+
+
 def _session(client, **kwargs) -> OAuth2Session:
-    session = OAuth2Session(client=client, **kwargs)
+    session = _TokenSession(client=client, **kwargs)
     session.register_compliance_hook("access_token_response", _raise_on_error)
     session.register_compliance_hook("refresh_token_response", _raise_on_error)
     return session
 
 
-def _fetch(session: OAuth2Session, token_url: str, **kwargs) -> dict[str, Any]:
+def _token_request(token_url: str, send: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
     try:
-        return dict(
-            session.fetch_token(token_url, timeout=settings.MICROSOFT_HTTP_TIMEOUT, **kwargs)
-        )
+        # Checked before oauthlib sees the URL, so a secret never goes over plain http:// without
+        # MICROSOFT_ALLOW_HTTP, whatever OAUTHLIB_INSECURE_TRANSPORT says.
+        outbound.check_request(token_url)
+        return dict(send())
     except requests.RequestException as exc:
-        raise Unreachable(error="unreachable", description=f"{type(exc).__name__}: {exc}") from exc
+        raise _failed(token_url, exc) from exc
     except (ValueError, OAuth2Error) as exc:  # oauthlib could not parse a token from the body
-        raise Unreachable(error="bad_response", description=str(exc)) from exc
+        raise _failed(token_url, exc) from exc
+
+
+def _fetch(session: OAuth2Session, token_url: str, **kwargs) -> dict[str, Any]:
+    return _token_request(
+        token_url,
+        lambda: session.fetch_token(token_url, timeout=settings.MICROSOFT_HTTP_TIMEOUT, **kwargs),
+    )
 
 
 def app_token(
@@ -374,18 +465,14 @@ def refresh(
     # The scope travels in the body, not on the session or client, for the reason given in
     # exchange_code: oauthlib would compare it with the granted scope and fail.
     session = _session(WebApplicationClient(client_id))
-    try:
-        return dict(
-            session.refresh_token(
-                token_url,
-                refresh_token=refresh_token,
-                body=urlencode({"scope": " ".join(scopes)}),
-                timeout=settings.MICROSOFT_HTTP_TIMEOUT,
-                client_id=client_id,
-                **credential,
-            )
-        )
-    except requests.RequestException as exc:
-        raise Unreachable(error="unreachable", description=f"{type(exc).__name__}: {exc}") from exc
-    except (ValueError, OAuth2Error) as exc:
-        raise Unreachable(error="bad_response", description=str(exc)) from exc
+    return _token_request(
+        token_url,
+        lambda: session.refresh_token(
+            token_url,
+            refresh_token=refresh_token,
+            body=urlencode({"scope": " ".join(scopes)}),
+            timeout=settings.MICROSOFT_HTTP_TIMEOUT,
+            client_id=client_id,
+            **credential,
+        ),
+    )

@@ -1,11 +1,18 @@
 """ID-token validation (docs/microsoft.md, "ID tokens"): signature against the JWKS, issuer built
-from `tid`, audience, nonce, lifetime, and the pinned tenant of a single-tenant app."""
+from `tid`, audience, nonce, lifetime, and the pinned tenant of a single-tenant app.
+
+The JWKS and the OpenID metadata are fetched through core.outbound, like every other request to
+a login host: PyJWT's PyJWKClient fetches with urllib, which follows redirects and reaches any
+address, so the keys are fetched here and handed to PyJWT as a PyJWKSet, with PyJWKClient's
+cache and its re-fetch on an unknown `kid` kept.
+"""
 
 from __future__ import annotations
 
 import hmac
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import jwt
 import requests
@@ -13,6 +20,7 @@ from django.conf import settings
 
 from connections.clouds import CONSUMER_TENANT_ID, MULTI_TENANT_AUTHORITIES, is_guid
 from connections.models import EntraApp
+from core import outbound
 
 LEEWAY_SECONDS = 120
 JWKS_CACHE_SECONDS = 24 * 3600
@@ -20,7 +28,6 @@ JWKS_CACHE_SECONDS = 24 * 3600
 # hammer Microsoft's key endpoint.
 JWKS_REFETCH_COOLDOWN_SECONDS = 5
 
-_jwks_clients: dict[str, jwt.PyJWKClient] = {}
 _tenant_ids: dict[str, str] = {}
 _lock = threading.Lock()
 
@@ -40,20 +47,75 @@ class Identity:
     claims: dict
 
 
-def _jwks_client(url: str) -> jwt.PyJWKClient:
-    # One cached client per JWKS URL: PyJWKClient keeps the keys and fetches them again when a
-    # token names a `kid` it does not know (Microsoft rotates signing keys).
+def _get_json(url: str) -> object:
+    """A JSON document from a login host, through core.outbound; InvalidIdToken in words that
+    name the host and the status, never the answer's text (the host may be anyone's)."""
+    host = outbound.host_of(url)
+    try:
+        with outbound.Session() as http:
+            response = http.get(url, timeout=settings.MICROSOFT_HTTP_TIMEOUT)
+    except outbound.Redirected as exc:
+        raise InvalidIdToken(str(exc)) from exc
+    except requests.RequestException as exc:
+        raise InvalidIdToken(f"{host} could not be reached") from exc
+    if response.status_code != 200:
+        raise InvalidIdToken(f"unexpected answer (HTTP {response.status_code}) from {host}")
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise InvalidIdToken(f"unexpected answer (not JSON) from {host}") from exc
+
+
+@dataclass
+class _JwksClient:
+    """The signing keys of one JWKS URL: kept JWKS_CACHE_SECONDS, and fetched again when a token
+    names a `kid` they lack (Microsoft rotates signing keys), at most every
+    JWKS_REFETCH_COOLDOWN_SECONDS."""
+
+    url: str
+    keys: dict[str, jwt.PyJWK] = field(default_factory=dict)
+    fetched_at: float | None = None  # time.monotonic() of the last fetch, even a failed one
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def signing_key(self, kid: str) -> jwt.PyJWK:
+        with self.lock:
+            now = time.monotonic()
+            if self._due(kid, now):
+                self._fetch(now)
+            key = self.keys.get(kid)
+        if key is None:
+            raise InvalidIdToken(f"no signing key for this token: unknown kid {kid[:64]!r}")
+        return key
+
+    def _due(self, kid: str, now: float) -> bool:
+        if self.fetched_at is None or now - self.fetched_at > JWKS_CACHE_SECONDS:
+            return True
+        return kid not in self.keys and now - self.fetched_at >= JWKS_REFETCH_COOLDOWN_SECONDS
+
+    def _fetch(self, now: float) -> None:
+        self.fetched_at = now
+        document = _get_json(self.url)
+        try:
+            key_set = jwt.PyJWKSet.from_dict(document)
+        except (jwt.PyJWTError, TypeError, AttributeError) as exc:
+            host = outbound.host_of(self.url)
+            raise InvalidIdToken(f"no signing keys in the answer from {host}") from exc
+        # As PyJWKClient: signing keys with a `kid` only.
+        self.keys = {
+            key.key_id: key
+            for key in key_set.keys
+            if key.key_id and key.public_key_use in (None, "sig")
+        }
+
+
+_jwks_clients: dict[str, _JwksClient] = {}
+
+
+def _jwks_client(url: str) -> _JwksClient:
     with _lock:
         client = _jwks_clients.get(url)
         if client is None:
-            client = jwt.PyJWKClient(
-                url,
-                cache_keys=True,
-                lifespan=JWKS_CACHE_SECONDS,
-                timeout=settings.MICROSOFT_HTTP_TIMEOUT,
-                cooldown_duration=JWKS_REFETCH_COOLDOWN_SECONDS,
-            )
-            _jwks_clients[url] = client
+            client = _jwks_clients[url] = _JwksClient(url)
         return client
 
 
@@ -72,14 +134,14 @@ def expected_tenant(app: EntraApp) -> str | None:
     if cached:
         return cached
     try:
-        response = requests.get(app.metadata_url, timeout=settings.MICROSOFT_HTTP_TIMEOUT)
-        response.raise_for_status()
-        issuer = response.json()["issuer"]
-    except (requests.RequestException, ValueError, KeyError) as exc:
+        metadata = _get_json(app.metadata_url)
+    except InvalidIdToken as exc:
         raise InvalidIdToken(f"cannot read the tenant of {authority}: {exc}") from exc
-    tenant_id = issuer.rstrip("/").split("/")[-2].lower()
+    issuer = metadata.get("issuer") if isinstance(metadata, dict) else None
+    parts = issuer.rstrip("/").split("/") if isinstance(issuer, str) else []
+    tenant_id = parts[-2].lower() if len(parts) >= 2 else ""
     if not is_guid(tenant_id):
-        raise InvalidIdToken(f"the metadata of {authority} names no tenant GUID ({issuer})")
+        raise InvalidIdToken(f"the metadata of {authority} names no tenant GUID in its issuer")
     with _lock:
         _tenant_ids[app.metadata_url] = tenant_id
     return tenant_id
@@ -96,8 +158,11 @@ def validate(app: EntraApp, id_token: str, nonce: str) -> Identity:
     # Multi-tenant metadata publishes the issuer as {login}/{tenantid}/v2.0: substitute the
     # token's own tid and require an exact match (docs/microsoft.md, "ID tokens").
     issuer = f"{app.hosts.login}/{tenant_id}/v2.0"
+    kid = jwt.get_unverified_header(id_token).get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidIdToken("no signing key for this token: its header names no kid")
+    signing_key = _jwks_client(app.jwks_url).signing_key(kid)
     try:
-        signing_key = _jwks_client(app.jwks_url).get_signing_key_from_jwt(id_token)
         claims = jwt.decode(
             id_token,
             signing_key.key,
@@ -107,8 +172,6 @@ def validate(app: EntraApp, id_token: str, nonce: str) -> Identity:
             leeway=LEEWAY_SECONDS,
             options={"require": ["exp", "iat", "aud", "iss", "tid", "oid", "sub", "nonce"]},
         )
-    except jwt.PyJWKClientError as exc:
-        raise InvalidIdToken(f"no signing key for this token: {exc}") from exc
     except jwt.InvalidIssuerError as exc:
         raise InvalidIdToken(f"wrong issuer (expected {issuer})") from exc
     except jwt.InvalidAudienceError as exc:

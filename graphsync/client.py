@@ -4,6 +4,10 @@ Every request takes its throttle budgets first (graphsync.throttle), carries a t
 token service (connections.tokens), and maps Graph's errors to classes the engine branches on.
 Paging follows `@odata.nextLink` verbatim; `$batch` sends up to 20 requests in one and hands each
 answer back on its own, so a throttled item can be retried alone after its own `Retry-After`.
+
+Requests go through core.outbound (no internal hosts, no redirects, no plain http:// without
+MICROSOFT_ALLOW_HTTP): a nextLink is followed verbatim, so a Graph host could otherwise point the
+bearer token anywhere. Budgets are the app registration's own (graphsync.throttle, `owner_key`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -23,7 +28,7 @@ from django.utils import timezone
 
 from connections import tokens
 from connections.models import Connection
-from core import redis_client
+from core import outbound, redis_client
 from graphsync import budgets, throttle
 from graphsync.budgets import Budget
 from graphsync.throttle import Scope, Throttle, ThrottleWait
@@ -33,6 +38,8 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
 BATCH_LIMIT = 20
 TOKEN_MARGIN = timedelta(minutes=2)
+#: The most of Graph's own error text that is kept (a run's error, the admin's pages).
+MAX_ERROR_TEXT = 300
 
 
 class GraphError(Exception):
@@ -83,13 +90,15 @@ RESYNC_CODES = {
 
 
 def error_for(status: int, body: Any, headers: dict[str, str]) -> GraphError:
+    # Only Graph's shape, {"error": {"code", "message"}}, is read, and cut short: anything else
+    # is known by its status alone (docs/microsoft.md, "Graph errors").
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
-    code = str(error.get("code") or f"http{status}")
+    code = _cut(error.get("code"), 100) or f"http{status}"
     inner = error.get("innerError") or error.get("innererror") or {}
-    inner_code = str(inner.get("code") or "") if isinstance(inner, dict) else ""
-    message = str(error.get("message") or "")
-    request_id = str(inner.get("request-id") or "") if isinstance(inner, dict) else ""
+    inner_code = _cut(inner.get("code"), 100) if isinstance(inner, dict) else ""
+    message = _cut(error.get("message"), MAX_ERROR_TEXT)
+    request_id = _cut(inner.get("request-id"), 100) if isinstance(inner, dict) else ""
     args = (status, code, message, request_id, headers)
     # Codes are compared case-insensitively: the live service sends SyncStateNotFound where
     # the documentation says syncStateNotFound (docs/microsoft.md, "Delta and resync").
@@ -102,6 +111,11 @@ def error_for(status: int, body: Any, headers: dict[str, str]) -> GraphError:
     if status >= 500:
         return TransientGraphError(*args)
     return GraphError(*args)
+
+
+def _cut(value: Any, limit: int) -> str:
+    text = str(value or "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass
@@ -177,7 +191,7 @@ class GraphClient:
         self.base = self.app.graph_url
         self.meter = meter or Meter()
         self.throttle = throttle_ or shared_throttle()
-        self.http = requests.Session()
+        self.http = outbound.Session()
         self.http.headers["Accept"] = "application/json"
         self._token: str | None = None
         self._token_until: datetime | None = None
@@ -185,15 +199,23 @@ class GraphClient:
 
     # --- scopes -------------------------------------------------------------------------------
 
+    @property
+    def owner(self) -> str:
+        """Whose budgets these requests spend: this app registration on its Graph host. Not
+        the client id, which another tenant can register too (graphsync.throttle)."""
+        return throttle.owner_key(self.app.pk, urlsplit(self.base).netloc)
+
     def plan(self, kind: str, cost: int = 1) -> Plan:
-        client_id = self.app.client_id
+        owner = self.owner
         tenant = self.connection.ms_tenant_id
+        # A mailbox is named within its Microsoft tenant: an object id is only unique there.
+        mailbox = f"{tenant}/{self.connection.ms_object_id}"
         scope = {
-            "mailbox": lambda: Scope.mailbox(client_id, self.connection.ms_object_id),
-            "directory": lambda: Scope.tenant_directory(client_id, tenant),
-            "drive": lambda: Scope.tenant_drive(client_id, tenant),
+            "mailbox": lambda: Scope.mailbox(owner, mailbox),
+            "directory": lambda: Scope.tenant_directory(owner, tenant),
+            "drive": lambda: Scope.tenant_drive(owner, tenant),
         }[kind]()
-        app_scope = Scope.app(client_id)
+        app_scope = Scope.app(owner)
         return Plan(
             budgets={scope: budget(kind), app_scope: budget("app")},
             costs={scope: cost, app_scope: 1},
@@ -203,10 +225,10 @@ class GraphClient:
         """Subscription writes have budgets of their own: 500 per 20 s per app + tenant, 2,000
         per 20 s per app; each also counts against the app's overall budget (docs/microsoft.md,
         "Throttling limits and budgets")."""
-        client_id = self.app.client_id
-        tenant = Scope("tenant-subscriptions", client_id, self.connection.ms_tenant_id)
-        writes = Scope("app-subscriptions", client_id, "all")
-        app_scope = Scope.app(client_id)
+        owner = self.owner
+        tenant = Scope("tenant-subscriptions", owner, self.connection.ms_tenant_id)
+        writes = Scope("app-subscriptions", owner, "all")
+        app_scope = Scope.app(owner)
         return Plan(
             budgets={
                 tenant: budget("subscriptions"),
@@ -291,10 +313,15 @@ class GraphClient:
                         data=orjson.dumps(body) if body is not None else None,
                         timeout=settings.MICROSOFT_HTTP_TIMEOUT,
                     )
+                except outbound.InternalHost as exc:
+                    # Reads as any unreachable host, and is not retried: it will not change.
+                    raise self._unreachable(url, exc) from exc
+                except outbound.Refused as exc:  # a redirect, or plain http://
+                    raise GraphError(0, "refused", str(exc)) from exc
                 except requests.RequestException as exc:
                     self.meter.requests += 1
                     if attempt == attempts:
-                        raise TransientGraphError(0, "network", str(exc)) from exc
+                        raise self._unreachable(url, exc) from exc
                     self._pause(plan, None, attempt, max_sleep)
                     continue
             self.meter.requests += 1
@@ -316,6 +343,14 @@ class GraphClient:
                 raise error_for(status, _json(response), dict(response.headers))
             return _json(response) if response.content else None
         raise TransientGraphError(0, "attempts", "too many attempts")  # pragma: no cover
+
+    @staticmethod
+    def _unreachable(url: str, exc: Exception) -> TransientGraphError:
+        """One message for every failure to connect, whatever the cause (refused, timed out, no
+        such name, an internal address): the details go to the log only."""
+        host = outbound.host_of(url)
+        logger.info("Graph request to %s failed: %s: %s", host, type(exc).__name__, exc)
+        return TransientGraphError(0, "network", f"{host} could not be reached")
 
     def _pause(self, plan: Plan, retry_after: str | None, attempt: int, max_sleep: float) -> None:
         """Cool the scopes down for everyone; sleep through a short wait, give a long one back

@@ -13,6 +13,12 @@ requests, cooldowns shared across workers, exact wait times rather than "try aga
 Redis server time so workers on different machines agree. redis-py's `Lock` and the
 token-bucket libraries each cover one of these at most.
 
+Scopes belong to an app registration's own row on one Graph host (`owner_key`), never to its
+client id: a client id is public, and unique only within one Microsoft tenant, so another
+Graphport tenant could register the same one on a host it runs and, answering with a long
+`Retry-After`, cool down everyone else's budget. For the same reason a cooldown never lasts longer
+than MAX_COOLDOWN_SECONDS.
+
 Each scope lives under `{prefix}{scope}:` in five keys, all with a PEXPIRE so idle scopes vanish:
   inflight  sorted set, lease id -> lease expiry (µs)       the concurrency slots
   log       sorted set, "lease id:cost" -> grant time (µs)  the sliding log of the window
@@ -43,35 +49,48 @@ from graphsync.budgets import Budget
 #: The statuses after which Graph wants us to slow down; 504 comes along with 503 under load.
 RETRYABLE_STATUSES = frozenset({429, 503, 504})
 
+#: The longest a 429, 503 or 504 cools a scope down, whatever its `Retry-After` says. Microsoft's
+#: waits are seconds to minutes (docs/microsoft.md, "Throttling limits and budgets"); a longer
+#: one is a mistake or a hostile host's, and would stop every worker on the scope for as long.
+#: Past the cap the next request simply asks again, and a real throttle answers with a new wait.
+MAX_COOLDOWN_SECONDS = 600.0
+
 _MICRO = 1_000_000
+
+
+def owner_key(app_id: int, graph_host: str) -> str:
+    """Whose budgets a scope counts: one app registration (its database row, which no other
+    tenant can share) on one Graph host, e.g. `17@graph.microsoft.com`."""
+    return f"{app_id}@{graph_host.lower()}"
 
 
 @dataclass(frozen=True)
 class Scope:
-    """What Graph counts against: an app in one mailbox, or an app in one tenant's service."""
+    """What Graph counts against: an app in one mailbox, or an app in one tenant's service.
+    `owner` is an `owner_key`; `subject` the mailbox or the Microsoft tenant, or "all"."""
 
     kind: str
-    client_id: str
+    owner: str
     subject: str
 
     @classmethod
-    def app(cls, client_id: str) -> Scope:
-        return cls("app", client_id, "all")
+    def app(cls, owner: str) -> Scope:
+        return cls("app", owner, "all")
 
     @classmethod
-    def mailbox(cls, client_id: str, user_id: str) -> Scope:
-        return cls("mailbox", client_id, user_id)
+    def mailbox(cls, owner: str, user_id: str) -> Scope:
+        return cls("mailbox", owner, user_id)
 
     @classmethod
-    def tenant_directory(cls, client_id: str, tenant_id: str) -> Scope:
-        return cls("tenant-directory", client_id, tenant_id)
+    def tenant_directory(cls, owner: str, tenant_id: str) -> Scope:
+        return cls("tenant-directory", owner, tenant_id)
 
     @classmethod
-    def tenant_drive(cls, client_id: str, tenant_id: str) -> Scope:
-        return cls("tenant-drive", client_id, tenant_id)
+    def tenant_drive(cls, owner: str, tenant_id: str) -> Scope:
+        return cls("tenant-drive", owner, tenant_id)
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.client_id}:{self.subject}"
+        return f"{self.kind}:{self.owner}:{self.subject}"
 
 
 @dataclass(frozen=True)
@@ -184,12 +203,14 @@ return {1, now}
 """
 
 # Keeps the later of the current and the new cooldown: a short Retry-After seen by one worker
-# must not cut short a long one seen by another.
+# must not cut short a long one seen by another. Neither ends later than the cap (ARGV[3]) from
+# now, so a cooldown stored before the cap existed heals at the next throttled answer.
 _COOL_DOWN = """
 local function int(n) return string.format('%d', n) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ends = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+ends = math.min(ends, now + tonumber(ARGV[3]))
 redis.call('SET', KEYS[1], int(ends), 'PX', int(math.max(1, math.ceil((ends - now) / 1000))))
 redis.call('HINCRBY', KEYS[2], 'throttled', 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -267,17 +288,23 @@ class Throttle:
             pipe.execute()
 
     def cool_down(self, scope: Scope, seconds: float) -> float:
-        """Stop every worker from starting a request on `scope` for `seconds`, unless a later
-        cooldown is already set. Returns the seconds the scope is now cooling down."""
+        """Stop every worker from starting a request on `scope` for `seconds` (at most
+        MAX_COOLDOWN_SECONDS), unless a later cooldown is already set. Returns the seconds the
+        scope is now cooling down."""
         keys = [self.key(scope, "cooldown"), self.key(scope, "stats")]
-        ends = self._cool_down(keys=keys, args=[_micros(seconds), math.ceil(self.stats_ttl * 1000)])
-        return ends / _MICRO
+        args = [
+            _micros(min(max(seconds, 0.0), MAX_COOLDOWN_SECONDS)),
+            math.ceil(self.stats_ttl * 1000),
+            _micros(MAX_COOLDOWN_SECONDS),
+        ]
+        return self._cool_down(keys=keys, args=args) / _MICRO
 
     def throttled(self, scopes: Iterable[Scope], retry_after: str | None, attempt: int) -> float:
         """Record a 429, 503 or 504: cool every scope of the request down for `Retry-After`, or
         for an exponential backoff with full jitter when the header is missing or unreadable.
-        Returns how long the scopes now cool down (an earlier, longer cooldown may win); the
-        caller retries after that, or raises `ThrottleWait` when it is long."""
+        Returns how long the scopes now cool down (an earlier, longer cooldown may win, up to
+        MAX_COOLDOWN_SECONDS); the caller retries after that, or raises `ThrottleWait` when it
+        is long."""
         delay = retry_after_seconds(retry_after)
         if delay is None:
             delay = backoff.full_jitter(attempt)

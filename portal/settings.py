@@ -83,6 +83,10 @@ CSRF_TRUSTED_ORIGINS = (
 )
 
 MICROSOFT_ALLOW_HTTP = read_bool("MICROSOFT_ALLOW_HTTP", default=False)
+# Allow custom login and Graph URLs on internal addresses (loopback, private, link-local, and
+# names resolving to them): for a local emulator only. Without it core.outbound refuses them when
+# an app is saved and again before every request.
+MICROSOFT_ALLOW_INTERNAL_HOSTS = read_bool("MICROSOFT_ALLOW_INTERNAL_HOSTS", default=False)
 # Seconds to wait for Microsoft's identity platform and Graph before calling it unreachable.
 MICROSOFT_HTTP_TIMEOUT = 20
 

@@ -39,6 +39,7 @@ def main(pytest_args: list[str]) -> int:
         SECRET_KEY=secrets.token_urlsafe(50),
         FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         MICROSOFT_ALLOW_HTTP="true",
+        MICROSOFT_ALLOW_INTERNAL_HOSTS="true",
         PYTHONUNBUFFERED="1",
     )
     started = []

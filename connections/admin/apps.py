@@ -8,13 +8,20 @@ from django.utils.html import format_html, format_html_join
 
 from connections import audit, credentials
 from connections.admin.badges import secret_badge, verification_badge
-from connections.forms import AppCertificateForm, ClientSecretForm
+from connections.clouds import Cloud
+from connections.forms import (
+    CUSTOM_CLOUD_OPERATORS_ONLY,
+    AppCertificateForm,
+    ClientSecretForm,
+    EntraAppForm,
+)
 from connections.models import (
     AppCertificate,
     AuditEvent,
     ClientSecret,
     EntraApp,
 )
+from connections.models.apps import TENANT_LOCKED
 from connections.tenancy import TenantScopedAdmin, TenantScopedInline, admin_tenant
 from core.formatting import badge
 
@@ -74,6 +81,7 @@ class AppCertificateInline(TenantScopedInline, admin.TabularInline):
 @admin.register(EntraApp)
 class EntraAppAdmin(TenantScopedAdmin):
     change_form_template = "admin/connections/entraapp/change_form.html"
+    form = EntraAppForm
     list_display = [
         "name",
         "tenant",
@@ -132,6 +140,44 @@ class EntraAppAdmin(TenantScopedAdmin):
         ),
         ("Microsoft endpoints", {"fields": ["endpoints"], "classes": ["collapse"]}),
     ]
+
+    # --- who may change what ------------------------------------------------------------------
+
+    def locked_fields(self, request, obj: EntraApp | None) -> dict[str, str]:
+        """Fields shown read-only to this user on this app, each with the reason."""
+        locked = {}
+        if obj is not None and obj.pk and obj.connections.exists():
+            locked["tenant"] = TENANT_LOCKED
+        if not request.user.is_superuser:
+            locked["login_base_url"] = locked["graph_base_url"] = CUSTOM_CLOUD_OPERATORS_ONLY
+        return locked
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields + [name for name in self.locked_fields(request, obj) if name not in fields]
+
+    def get_fieldsets(self, request, obj=None):
+        locked = self.locked_fields(request, obj)
+        notes = {
+            None: TENANT_LOCKED if "tenant" in locked else None,
+            "Azure app registration": (
+                CUSTOM_CLOUD_OPERATORS_ONLY if "login_base_url" in locked else None
+            ),
+        }
+        return [
+            (title, {**options, "description": notes[title]} if notes.get(title) else options)
+            for title, options in super().get_fieldsets(request, obj)
+        ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.operator = request.user.is_superuser
+        form.locked = self.locked_fields(request, obj)
+        cloud = form.base_fields.get("cloud")
+        if cloud is not None and not form.operator and (obj is None or obj.cloud != Cloud.CUSTOM):
+            # Not offered; chosen anyway, EntraAppForm refuses it with the reason.
+            cloud.widget.choices = [c for c in cloud.choices if c[0] != Cloud.CUSTOM]
+        return form
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if isinstance(db_field, models.URLField):

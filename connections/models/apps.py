@@ -22,6 +22,7 @@ from connections.clouds import (
     is_specific_tenant,
 )
 from connections.models.tenants import Tenant
+from core import outbound
 from core.encryption import EncryptedTextField
 
 #: Warnings go to a tenant's administrators this many days before a client secret or a
@@ -29,6 +30,15 @@ from core.encryption import EncryptedTextField
 #: credential counts as expiring soon, wherever that is shown (its badge, the dashboard).
 EXPIRY_WARNING_DAYS = (30, 7, 1)
 SECRET_WARNING_DAYS = max(EXPIRY_WARNING_DAYS)
+
+#: Why an app with connections keeps its tenant: its jobs, runs, records and subscriptions carry
+#: the tenant they were created under, so a moved app would leave its data with the old tenant's
+#: administrators.
+TENANT_LOCKED = (
+    "The tenant cannot change once the app has connections: their jobs, runs and records "
+    "belong to this tenant. Disconnect and delete them first, or register the app again "
+    "in the other tenant."
+)
 
 
 def validate_guid(value: str) -> None:
@@ -149,17 +159,16 @@ class EntraApp(models.Model):
         self.authority = self.authority.strip()
         if is_guid(self.authority) or is_domain(self.authority):
             self.authority = self.authority.lower()
+        if self.tenant_moved():
+            errors.setdefault("tenant", []).append(TENANT_LOCKED)
         if self.cloud == Cloud.CUSTOM:
             for field in ("login_base_url", "graph_base_url"):
                 url = getattr(self, field).strip().rstrip("/")
                 setattr(self, field, url)
-                if not url:
-                    errors.setdefault(field, []).append("Required for the custom cloud.")
-                elif url.startswith("http://") and not settings.MICROSOFT_ALLOW_HTTP:
-                    errors.setdefault(field, []).append(
-                        "Must be https://. Plain http:// is only allowed for a local emulator, "
-                        "when MICROSOFT_ALLOW_HTTP is set."
-                    )
+                # Refused here, with the rule, and again before every request (core.outbound).
+                problem = outbound.problem(url) if url else "Required for the custom cloud."
+                if problem:
+                    errors.setdefault(field, []).append(problem)
         elif self.login_base_url or self.graph_base_url:
             message = "Only used with the custom cloud: clear it or choose Custom."
             for field in ("login_base_url", "graph_base_url"):
@@ -181,6 +190,13 @@ class EntraApp(models.Model):
             )
         if errors:
             raise ValidationError(errors)
+
+    def tenant_moved(self) -> bool:
+        """Whether this unsaved change moves an app that has connections to another tenant."""
+        if self.pk is None or self.tenant_id is None:
+            return False
+        stored = EntraApp.objects.filter(pk=self.pk).values_list("tenant_id", flat=True).first()
+        return stored is not None and stored != self.tenant_id and self.connections.exists()
 
     # --- derived URLs ----------------------------------------------------------------------------
 

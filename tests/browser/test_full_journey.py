@@ -66,14 +66,23 @@ def test_operator_to_member_journey(
     page.wait_for_selector("text=was added successfully")
     add_member(page, portal, "fabrikam-admin", "Fabrikam", "admin")
 
-    # The tenant administrator registers the app: two bad inputs first.
-    sign_in(page, portal, "fabrikam-admin", "/admin/connections/entraapp/add/")
+    # Only an operator may point an app at a custom cloud (here the emulator): the operator
+    # starts the registration and the tenant's administrator completes it.
+    page.goto(f"{portal}/admin/connections/entraapp/add/")
+    page.select_option("#id_tenant", label="Fabrikam")
     page.fill("#id_name", "Fabrikam Graph")
-    page.fill("#id_client_id", "fabrikam-app")
+    page.fill("#id_client_id", MS_CLIENT_ID)
     page.select_option("#id_cloud", "custom")
     page.fill("#id_login_base_url", microsoft.login_url)
     page.fill("#id_graph_base_url", microsoft.graph_url)
     page.fill("#id_authority", MS_TENANT)
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=was added successfully")
+    app = EntraApp.objects.get(name="Fabrikam Graph")
+
+    # The tenant administrator completes it: two bad inputs first.
+    sign_in(page, portal, "fabrikam-admin", f"/admin/connections/entraapp/{app.pk}/change/")
+    page.fill("#id_client_id", "fabrikam-app")
     page.fill("#id_directory_tenant_id", MS_TENANT)
     page.fill("#id_delegated_scopes", "https://graph.microsoft.com/.default Mail.Read")
     page.check("#id_use_application_permissions")
@@ -89,8 +98,7 @@ def test_operator_to_member_journey(
     page.fill("#id_secrets-0-new_value", MS_SECRET)
     page.fill("#id_secrets-0-expires_on", f"{timezone.localdate().year + 1}-06-30")
     page.click("input[name=_continue]")
-    page.wait_for_selector("text=was added successfully")
-    app = EntraApp.objects.get(name="Fabrikam Graph")
+    page.wait_for_selector("text=was changed successfully")
     assert MS_SECRET not in page.content()
 
     page.click("text=Verify credentials")

@@ -111,9 +111,26 @@ def test_http_urls_are_refused_unless_allowed(settings):
     )
     assert "MICROSOFT_ALLOW_HTTP" in errors["login_base_url"][0]
     settings.MICROSOFT_ALLOW_HTTP = True
+    settings.MICROSOFT_ALLOW_INTERNAL_HOSTS = True  # a local emulator's loopback address
     app(
         cloud="custom", login_base_url="http://127.0.0.1:1/", graph_base_url="http://127.0.0.1:2"
     ).full_clean(exclude=["tenant"])
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://login.example", "Must be an https:// URL."),
+        ("https://login.microsoftonline.com@login.example", "user name or password"),
+        ("https://10.20.30.40", "internal address (10.20.30.40)"),
+        ("https://[fe80::1]", "internal address (fe80::1)"),
+    ],
+)
+def test_custom_urls_must_be_public_https_without_user_info(settings, url, message):
+    settings.MICROSOFT_ALLOW_INTERNAL_HOSTS = False
+    errors = errors_of(app(cloud="custom", login_base_url=url, graph_base_url=url))
+    assert message in errors["login_base_url"][0]
+    assert message in errors["graph_base_url"][0]
 
 
 def test_custom_urls_are_refused_for_a_national_cloud():

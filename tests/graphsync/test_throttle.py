@@ -19,6 +19,7 @@ from core.backoff import full_jitter
 from devtools.localservices import LocalRedis
 from graphsync.budgets import Budget, directory_cost
 from graphsync.throttle import (
+    MAX_COOLDOWN_SECONDS,
     Grant,
     Scope,
     Throttle,
@@ -223,6 +224,24 @@ def test_a_throttled_response_cools_down_every_scope_of_the_request(throttle, ma
         assert refused.reason == "cooldown"
         assert throttle.stats(scope)["throttled"] == 1
     assert 0 <= throttle.throttled([mailbox], retry_after=None, attempt=3) <= 2.0
+
+
+@pytest.mark.parametrize("header", ["31536000", "Fri, 01 Jan 2100 00:00:00 GMT"])
+def test_a_retry_after_beyond_the_cap_cools_down_for_the_cap_only(
+    throttle, client, mailbox, header
+):
+    assert throttle.throttled([mailbox], retry_after=header, attempt=1) == MAX_COOLDOWN_SECONDS
+    assert 0 < client.pttl(throttle.key(mailbox, "cooldown")) <= MAX_COOLDOWN_SECONDS * 1000
+    refused = throttle.acquire({mailbox: OUTLOOK_LIKE})
+    assert isinstance(refused, Wait) and refused.seconds <= MAX_COOLDOWN_SECONDS
+
+
+def test_a_cooldown_stored_beyond_the_cap_is_cut_to_it_by_the_next_one(throttle, client, mailbox):
+    a_year_on = int((server_time(client) + 365 * 86_400) * 1_000_000)
+    client.set(throttle.key(mailbox, "cooldown"), a_year_on)
+
+    assert throttle.cool_down(mailbox, 1) == MAX_COOLDOWN_SECONDS
+    assert int(client.get(throttle.key(mailbox, "cooldown"))) < a_year_on
 
 
 def test_a_killed_holders_lease_expires(throttle, other_worker, mailbox):
