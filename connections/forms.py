@@ -3,11 +3,13 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.utils import timezone
 from django.utils.text import capfirst
 
 from connections import credentials
 from connections.clouds import Cloud
 from connections.models import AppCertificate, ClientSecret, EntraApp
+from connections.models.apps import PEM_MAX_LENGTH, SECRET_MAX_LENGTH
 
 #: Why only an operator sets the custom cloud: its URLs decide where the app's secrets and
 #: tokens are sent, and what the portal's own network is asked (docs/microsoft.md, "Endpoints
@@ -18,6 +20,14 @@ CUSTOM_CLOUD_OPERATORS_ONLY = (
 )
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """A text area that never renders its value back: a form with an error comes back empty
+    here rather than with the private key in the page."""
+
+    def format_value(self, value):
+        return None
+
+
 class ClientSecretForm(forms.ModelForm):
     """Secrets are write-only: a new secret's value is typed once and never shown again."""
 
@@ -25,6 +35,11 @@ class ClientSecretForm(forms.ModelForm):
         label="Value",
         required=False,
         strip=True,
+        max_length=SECRET_MAX_LENGTH,
+        error_messages={
+            "max_length": "The secret's value is at most %(limit_value)d characters (Azure's are "
+            "40); this is %(show_value)d. Paste only the Value column."
+        },
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="The secret's Value column in the Azure portal (not its Secret ID).",
     )
@@ -44,7 +59,23 @@ class ClientSecretForm(forms.ModelForm):
             return value
         if not value and self.has_changed():
             raise forms.ValidationError("Paste the secret's value.")
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise forms.ValidationError(
+                "The secret's value has spaces, line breaks or control characters: paste only "
+                "the Value column, in one piece."
+            )
         return value
+
+    def clean_expires_on(self):
+        expires_on = self.cleaned_data["expires_on"]
+        new = not self.instance.pk or "expires_on" in self.changed_data
+        if new and expires_on is not None and expires_on < timezone.localdate():
+            raise forms.ValidationError(
+                f"Expires on {expires_on:%Y-%m-%d}: that date has passed, and Microsoft refuses "
+                "an expired secret. Add a new secret in the Azure portal (Certificates & "
+                "secrets) and enter its value and expiry here."
+            )
+        return expires_on
 
     def save(self, commit: bool = True) -> ClientSecret:
         value = self.cleaned_data.get("new_value")
@@ -61,14 +92,26 @@ class AppCertificateForm(forms.ModelForm):
     new_private_key = forms.CharField(
         label="Private key (PEM)",
         required=False,
-        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
-        help_text="Kept encrypted and never shown again.",
+        max_length=PEM_MAX_LENGTH,
+        error_messages={
+            "max_length": "The private key is at most %(limit_value)d characters of PEM; this is "
+            "%(show_value)d. Paste only the key (-----BEGIN PRIVATE KEY----- ...)."
+        },
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text="Kept encrypted and never shown again, not even when the form has an error.",
     )
 
     class Meta:
         model = AppCertificate
         fields = ("description", "certificate_pem", "new_private_key")
         widgets = {"certificate_pem": forms.Textarea(attrs={"rows": 3})}
+        error_messages = {
+            "certificate_pem": {
+                "max_length": "The certificate is at most %(limit_value)d characters of PEM; "
+                "this is %(show_value)d. Paste only the certificate (-----BEGIN CERTIFICATE-----"
+                " ...), without its chain."
+            }
+        }
 
     def clean(self):
         cleaned = super().clean()
@@ -118,6 +161,16 @@ class EntraAppForm(forms.ModelForm):
     #: set by the admin for each request
     operator: bool = False
     locked: dict[str, str] = {}
+
+    class Meta:
+        model = EntraApp
+        fields = ["delegated_scopes"]  # the admin adds the rest
+        error_messages = {
+            "delegated_scopes": {
+                "max_length": "The scopes are at most %(limit_value)d characters; these are "
+                "%(show_value)d. List only the Microsoft Graph permissions the app's syncs use."
+            }
+        }
 
     def clean_cloud(self) -> str:
         cloud = self.cleaned_data["cloud"]

@@ -16,6 +16,13 @@ OIDC_SCOPES = frozenset(ALWAYS_REQUESTED)
 
 _SCOPE = re.compile(r"^[A-Za-z0-9._:/\-]+$")
 
+#: An app's own scopes: more than an authorization URL can carry is a mistake, not a need (Graph
+#: has a few hundred permissions, an app asks for a handful). The text is bounded too, so a
+#: pasted blob is refused before it is parsed.
+MAX_SCOPES = 100
+MAX_SCOPE_LENGTH = 200
+MAX_SCOPES_TEXT = 4000
+
 
 def parse(text: str) -> list[str]:
     """Scopes separated by spaces, commas or new lines, duplicates removed, order kept."""
@@ -37,9 +44,18 @@ def resource_of(scope: str) -> str:
 
 def validate_delegated(scopes: list[str], graph_host: str | None = None) -> None:
     """Raise ValidationError with Microsoft's rule, and its AADSTS code, for an invalid set."""
+    if len(scopes) > MAX_SCOPES:
+        raise ValidationError(
+            f"At most {MAX_SCOPES} scopes can be requested: found {len(scopes):,}. Ask only for "
+            "the Microsoft Graph permissions the app's syncs use."
+        )
     errors = []
     for scope in scopes:
-        if not _SCOPE.match(scope):
+        if len(scope) > MAX_SCOPE_LENGTH:
+            errors.append(
+                f"{scope[:40]!r}… is longer than a scope can be ({MAX_SCOPE_LENGTH} characters)."
+            )
+        elif not _SCOPE.match(scope):
             errors.append(f"{scope!r} is not a scope name (letters, digits and . _ : / - only).")
     default = [s for s in scopes if s.endswith("/.default") or s == ".default"]
     named = [s for s in scopes if s not in default and s.lower() not in OIDC_SCOPES]

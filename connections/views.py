@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from connections import connect
@@ -89,6 +90,7 @@ def start_admin_consent(request, app_id: int):
 
 
 @csrf_exempt  # Microsoft posts here (form_post); `state` is the request forgery check.
+@sensitive_post_parameters("code", "id_token", "state")
 @require_http_methods(["GET", "POST"])
 def callback(request):
     params = (request.POST if request.method == "POST" else request.GET).dict()

@@ -4,7 +4,9 @@ from django.contrib import admin, messages
 from django.db import models
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.debug import sensitive_post_parameters
 
 from connections import audit, credentials
 from connections.admin.badges import secret_badge, verification_badge
@@ -29,10 +31,19 @@ from core.formatting import badge
 EXPIRY_TONES = {"expired": "bad", "expiring": "warn", "fine": "ok"}
 
 
-class ClientSecretInline(TenantScopedInline, admin.TabularInline):
+class CredentialInline(TenantScopedInline, admin.TabularInline):
+    """What secrets and certificates show alike: their last verification."""
+
+    extra = 0
+
+    @admin.display(description="Last check")
+    def verification(self, obj: ClientSecret | AppCertificate) -> str:
+        return verification_badge(obj)
+
+
+class ClientSecretInline(CredentialInline):
     model = ClientSecret
     form = ClientSecretForm
-    extra = 0
     fields = ["description", "new_value", "stored", "expires_on", "verification"]
     readonly_fields = ["stored", "verification"]
     verbose_name = "client secret"
@@ -43,23 +54,10 @@ class ClientSecretInline(TenantScopedInline, admin.TabularInline):
             return "—"
         return format_html("{}&hellip; {}", obj.hint, secret_badge(obj))
 
-    @admin.display(description="Last check")
-    def verification(self, obj: ClientSecret) -> str:
-        if obj.verification_ok is None:
-            return "not verified"
-        return format_html(
-            "{} {}",
-            badge(
-                "works" if obj.verification_ok else "fails", "ok" if obj.verification_ok else "bad"
-            ),
-            obj.verification_detail,
-        )
 
-
-class AppCertificateInline(TenantScopedInline, admin.TabularInline):
+class AppCertificateInline(CredentialInline):
     model = AppCertificate
     form = AppCertificateForm
-    extra = 0
     fields = ["description", "certificate_pem", "new_private_key", "stored", "verification"]
     readonly_fields = ["stored", "verification"]
     verbose_name = "certificate"
@@ -72,10 +70,6 @@ class AppCertificateInline(TenantScopedInline, admin.TabularInline):
         return format_html(
             "thumbprint {} {}", obj.thumbprint_sha1, badge(f"expires {obj.expires_on}", tone)
         )
-
-    @admin.display(description="Last check")
-    def verification(self, obj: AppCertificate) -> str:
-        return verification_badge(obj)
 
 
 @admin.register(EntraApp)
@@ -140,6 +134,10 @@ class EntraAppAdmin(TenantScopedAdmin):
         ),
         ("Microsoft endpoints", {"fields": ["endpoints"], "classes": ["collapse"]}),
     ]
+
+    @method_decorator(sensitive_post_parameters())  # secret values and private keys
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     # --- who may change what ------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ from django import forms
 from django.contrib import admin
 from django.contrib.auth.forms import SetPasswordMixin
 from django.db import transaction
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from connections.models import (
     Member,
@@ -124,6 +126,10 @@ class MemberAdmin(TenantScopedAdmin):
             },
         ),
     ]
+
+    @method_decorator(sensitive_post_parameters("password1", "password2"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)

@@ -31,6 +31,11 @@ from core.encryption import EncryptedTextField
 EXPIRY_WARNING_DAYS = (30, 7, 1)
 SECRET_WARNING_DAYS = max(EXPIRY_WARNING_DAYS)
 
+#: The longest secret value or PEM text accepted. Azure's client secrets are 40 characters; a
+#: certificate or an RSA private key in PEM, even at 8,192 bits, is a few kilobytes.
+SECRET_MAX_LENGTH = 256
+PEM_MAX_LENGTH = 16_384
+
 #: Why an app with connections keeps its tenant: its jobs, runs, records and subscriptions carry
 #: the tenant they were created under, so a moved app would leave its data with the old tenant's
 #: administrators.
@@ -110,6 +115,7 @@ class EntraApp(models.Model):
     )
     delegated_scopes = models.TextField(
         blank=True,
+        max_length=scope_rules.MAX_SCOPES_TEXT,
         default="User.Read",
         help_text="Microsoft Graph permissions, separated by spaces, e.g. User.Read Mail.Read. "
         "openid, profile, email and offline_access are always requested.",
@@ -337,7 +343,9 @@ class AppCertificate(Credential):
 
     app = models.ForeignKey(EntraApp, on_delete=models.CASCADE, related_name="certificates")
     description = models.CharField(max_length=100, blank=True)
-    certificate_pem = models.TextField(help_text="The public certificate (PEM).")
+    certificate_pem = models.TextField(
+        max_length=PEM_MAX_LENGTH, help_text="The public certificate (PEM)."
+    )
     private_key = EncryptedTextField(help_text="The private key (PEM, unencrypted).")
     thumbprint_sha256 = models.CharField("x5t#S256", max_length=64, editable=False)
     thumbprint_sha1 = models.CharField(

@@ -18,6 +18,11 @@ STATE_TONES = {
 }
 
 
+#: A job has a handful of options; a pasted object with thousands of keys gets this many
+#: messages, then a count.
+MAX_PROBLEMS_SHOWN = 10
+
+
 class SyncJobForm(forms.ModelForm):
     interval_seconds = forms.IntegerField(
         min_value=60,
@@ -42,6 +47,9 @@ class SyncJobForm(forms.ModelForm):
         # run would have to ignore is refused while the administrator is still on the page.
         options = self.cleaned_data["options"]
         problems = resources.option_problems(self.instance.resource, options)
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            hidden = len(problems) - MAX_PROBLEMS_SHOWN
+            problems = [*problems[:MAX_PROBLEMS_SHOWN], f"… and {hidden:,} more."]
         if problems:
             raise forms.ValidationError(problems)
         return options

@@ -72,6 +72,18 @@ def test_job_form_refuses_options_a_run_could_not_use_naming_the_key(
     assert job.options == {}
 
 
+def test_job_form_answers_thousands_of_unknown_keys_with_a_short_list(client, acme):
+    job = make_job(acme, Resource.MAIL, "")
+    client.force_login(acme.admin)
+    options = json.dumps({f"key{n}": n for n in range(5000)})
+    response = post_options(client, job, options)
+    assert response.status_code == 200
+    assert "and 4,990 more." in response.text
+    assert response.text.count("not an option of mail jobs") == 10
+    job.refresh_from_db()
+    assert job.options == {}
+
+
 @pytest.mark.parametrize(
     ("resource", "options"),
     [
