@@ -6,8 +6,8 @@ Paging follows `@odata.nextLink` verbatim; `$batch` sends up to 20 requests in o
 answer back on its own, so a throttled item can be retried alone after its own `Retry-After`.
 
 Requests go through core.outbound (no internal hosts, no redirects, no plain http:// without
-MICROSOFT_ALLOW_HTTP): a nextLink is followed verbatim, so a Graph host could otherwise point the
-bearer token anywhere. Budgets are the app registration's own (graphsync.throttle, `owner_key`).
+MICROSOFT_ALLOW_HTTP), and a link is followed only on the app's own Graph host: a nextLink is
+otherwise used verbatim, so a Graph host could point the bearer token anywhere. Budgets are the app registration's own (graphsync.throttle, `owner_key`).
 """
 
 from __future__ import annotations
@@ -297,6 +297,15 @@ class GraphClient:
     ) -> Any:
         if not url.startswith("http"):
             url = self.base + url
+        elif not self.on_graph_host(url):
+            # Only Graph's own links are followed: a nextLink, deltaLink or notification URL
+            # elsewhere would carry this connection's bearer token to another host.
+            raise GraphError(
+                0,
+                "refused",
+                f"A link to {outbound.host_of(url)} is not on this app's Graph host "
+                f"({outbound.host_of(self.base)}): not followed.",
+            )
         max_sleep = settings.GRAPH_MAX_SLEEP_SECONDS
         renewed = False
         for attempt in range(1, attempts + 1):
@@ -400,6 +409,18 @@ class GraphClient:
                 self.meter.throttled += 1
         self.meter.requests += len(items) - 1  # each item counts as a request of its own
         return answers
+
+    def on_graph_host(self, url: str) -> bool:
+        """Whether an absolute URL is on the app's Graph host (same scheme, host and port)."""
+        ours, theirs = urlsplit(self.base), urlsplit(url)
+        try:
+            return (ours.scheme, ours.hostname, ours.port) == (
+                theirs.scheme.lower(),
+                theirs.hostname,
+                theirs.port,
+            ) and not (theirs.username or theirs.password)
+        except ValueError:  # a port that is not a number
+            return False
 
     def relative(self, url: str) -> str:
         """$batch URLs are relative to the version root."""

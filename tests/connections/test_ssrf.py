@@ -303,6 +303,35 @@ def test_a_graph_request_does_not_follow_a_redirect(internal_allowed, acme, redi
     assert target.untouched
 
 
+def test_a_next_link_to_another_host_is_not_followed(internal_allowed, acme, serve):
+    elsewhere = serve(200, {"Content-Type": "application/json"}, b'{"value": []}')
+    page = {"value": [{"id": "1"}], "@odata.nextLink": f"{elsewhere.url}/v1.0/me/messages?p=2"}
+    graph = serve(200, {"Content-Type": "application/json"}, json.dumps(page).encode())
+    app = custom_app(acme.tenant, "https://login.contoso-private.example", graph=graph.url)
+    connection = Connection.objects.create(
+        app=app,
+        user=acme.member,
+        ms_tenant_id=HOME_TENANT,
+        ms_object_id="0c7d8e9f-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
+        access_token="graph-access-token",
+        refresh_token="graph-refresh-token",
+        access_token_expires_at=timezone.now() + timedelta(hours=1),
+    )
+    client = GraphClient(connection)
+    try:
+        first = client.get_page("/me/messages", client.plan("mailbox"))
+        with pytest.raises(GraphError) as raised:
+            client.get_page(first.next_link, client.plan("mailbox"))
+    finally:
+        client.close()
+
+    assert raised.value.code == "refused"
+    assert f"A link to 127.0.0.1:{elsewhere.port} is not on this app's Graph host" in str(
+        raised.value.message
+    )
+    assert elsewhere.untouched
+
+
 # --- plain http ------------------------------------------------------------------------------
 
 
