@@ -192,6 +192,11 @@ def test_consent_required_offers_no_admin_consent_for_an_app_without_application
     response = connect(client, microsoft, contoso.admin, contoso.app)
     assert response.status_code == 400 and "AADSTS65001" in response.text
     assert reverse("connections:admin_consent", args=[contoso.app.pk]) not in response.text
+    # Graphport cannot grant delegated consent for them: the page says where it is granted.
+    assert "Enterprise applications" in response.text
+    assert contoso.app.client_id in response.text
+    member_page = connect(client, microsoft, contoso.member, contoso.app)
+    assert "Consent on behalf of your organization" in member_page.text
 
 
 def test_no_refresh_token_says_offline_access_was_not_granted(client, microsoft, contoso):
