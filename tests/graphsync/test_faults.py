@@ -56,8 +56,11 @@ def test_a_worker_holding_countdown_tasks_rides_out_a_redis_restart(tmp_path):
 @pytest.fixture
 def redis_away(settings, monkeypatch):
     """Redis, the broker included, at a port nobody listens on."""
-    settings.REDIS_URL = settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"
-    monkeypatch.setattr(celery_app.conf, "broker_url", settings.REDIS_URL)
+    away = f"redis://127.0.0.1:{free_port()}/0"
+    # Celery's configuration reads Django's settings: patch it first, so what monkeypatch
+    # restores afterwards is the real broker and not the dead port.
+    monkeypatch.setattr(celery_app.conf, "broker_url", away)
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = away
     # The app's broker connections were made for the real Redis: new ones, for this test only.
     monkeypatch.setattr(celery_app, "_pool", None)
     monkeypatch.setattr(celery_app.amqp, "_producer_pool", None)
