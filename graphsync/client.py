@@ -2,12 +2,13 @@
 
 Every request takes its throttle budgets first (graphsync.throttle), carries a token from the
 token service (connections.tokens), and maps Graph's errors to classes the engine branches on.
-Paging follows `@odata.nextLink` verbatim; `$batch` sends up to 20 requests in one and hands each
+Paging follows `@odata.nextLink` as given; `$batch` sends up to 20 requests in one and hands each
 answer back on its own, so a throttled item can be retried alone after its own `Retry-After`.
 
 Requests go through core.outbound (no internal hosts, no redirects, no plain http:// without
-MICROSOFT_ALLOW_HTTP), and a link is followed only on the app's own Graph host: a nextLink is
-otherwise used verbatim, so a Graph host could point the bearer token anywhere. Budgets are the app registration's own (graphsync.throttle, `owner_key`).
+MICROSOFT_ALLOW_HTTP), and a link is followed only on the app's own Graph host, or a nextLink
+could carry the bearer token anywhere. Budgets are the app registration's own
+(graphsync.throttle, `owner_key`).
 """
 
 from __future__ import annotations
