@@ -21,7 +21,13 @@ from django.utils import timezone
 from connections import audit, credentials, identity, idtoken, kept_answers, signals, tokens
 from connections.clouds import is_guid
 from connections.identity import FailureClass, IdentityError, SignInProblem
-from connections.models import AuditEvent, AuthorizationAttempt, Connection, EntraApp
+from connections.models import (
+    AuditEvent,
+    AuthorizationAttempt,
+    Connection,
+    ConnectSession,
+    EntraApp,
+)
 from connections.scopes import OIDC_SCOPES
 
 logger = logging.getLogger(__name__)
@@ -44,7 +50,9 @@ class FlowError(Exception):
         return self.message
 
 
-def _new_attempt(user, app: EntraApp, kind: str, return_path: str) -> AuthorizationAttempt:
+def _new_attempt(
+    user, app: EntraApp, kind: str, return_path: str, session: ConnectSession | None = None
+) -> AuthorizationAttempt:
     now = timezone.now()
     code_flow = kind == AuthorizationAttempt.Kind.CONNECT
     return AuthorizationAttempt.objects.create(
@@ -53,6 +61,7 @@ def _new_attempt(user, app: EntraApp, kind: str, return_path: str) -> Authorizat
         nonce=secrets.token_urlsafe(24) if code_flow else "",
         kind=kind,
         user=user,
+        connect_session=session,
         app=app,
         return_path=return_path,
         created_at=now,
@@ -62,6 +71,17 @@ def _new_attempt(user, app: EntraApp, kind: str, return_path: str) -> Authorizat
 
 def start_connect(user, app: EntraApp, return_path: str = "/", prompt: str | None = None) -> str:
     attempt = _new_attempt(user, app, AuthorizationAttempt.Kind.CONNECT, return_path)
+    return _authorization_url(app, attempt, prompt)
+
+
+def start_session_connect(session: ConnectSession) -> tuple[str, str]:
+    """The attempt's `state` (for the browser to keep) and where to send the browser, for a
+    connect session's end user (connections.connect_sessions)."""
+    attempt = _new_attempt(None, session.app, AuthorizationAttempt.Kind.CONNECT, "/", session)
+    return attempt.state, _authorization_url(session.app, attempt, None)
+
+
+def _authorization_url(app: EntraApp, attempt: AuthorizationAttempt, prompt: str | None) -> str:
     return identity.authorization_url(
         app.authorize_url,
         app.client_id,
@@ -110,16 +130,24 @@ def start_admin_consent(user, app: EntraApp, return_path: str = "/") -> str:
 _AADSTS = re.compile(r"^AADSTS(\d+)")
 
 
-def _claim(user, state: str) -> AuthorizationAttempt:
-    """The pending attempt named by `state`, marked used so it can never be used again."""
+def _claim(user, state: str, browser_states: frozenset[str]) -> AuthorizationAttempt:
+    """The pending attempt named by `state`, marked used so it can never be used again. A
+    member's attempt must come back to the member who started it; a connect session's, which
+    has no member, to the browser that opened the session (`browser_states`)."""
     attempt = (
-        AuthorizationAttempt.objects.select_related("app", "app__tenant")
+        AuthorizationAttempt.objects.select_related("app", "app__tenant", "connect_session")
         .filter(state=state)
         .first()
         if state
         else None
     )
-    if attempt is None or attempt.user_id != user.pk:
+    if attempt is None:
+        owner_matches = False
+    elif attempt.connect_session_id is not None:
+        owner_matches = state in browser_states
+    else:
+        owner_matches = user is not None and user.is_authenticated and attempt.user_id == user.pk
+    if not owner_matches:
         raise FlowError("bad_state", "This sign-in link is unknown or belongs to someone else.")
     if attempt.used_at is not None:
         raise FlowError("bad_state", "This sign-in was already completed: it can be used once.")
@@ -224,8 +252,21 @@ def _fail(attempt: AuthorizationAttempt, error: FlowError, user) -> FlowError:
     return error
 
 
-def complete(user, params: dict[str, str]) -> tuple[AuthorizationAttempt, Connection]:
-    attempt = _claim(user, params.get("state", ""))
+def attempt_for(state: str) -> AuthorizationAttempt | None:
+    """The attempt `state` names, if any (with its connect session)."""
+    if not state:
+        return None
+    return (
+        AuthorizationAttempt.objects.select_related("connect_session").filter(state=state).first()
+    )
+
+
+def complete(
+    user, params: dict[str, str], browser_states: frozenset[str] = frozenset()
+) -> tuple[AuthorizationAttempt, Connection]:
+    attempt = _claim(user, params.get("state", ""), browser_states)
+    if attempt.connect_session_id is not None:
+        user = None  # the end user's, not whoever may be signed in to Graphport
     app = attempt.app
     try:
         if params.get("error"):
@@ -290,10 +331,16 @@ def _complete_connect(attempt: AuthorizationAttempt, params: dict[str, str], use
         raise FlowError(
             "invalid_id_token", f"The sign-in could not be verified: {exc}.", app=app
         ) from None
-    return _store_connection(app, user, who, token)
+    return _store_connection(app, user, who, token, attempt.connect_session)
 
 
-def _store_connection(app: EntraApp, user, who: idtoken.Identity, token: dict) -> Connection:
+def _store_connection(
+    app: EntraApp,
+    user,
+    who: idtoken.Identity,
+    token: dict,
+    session: ConnectSession | None = None,
+) -> Connection:
     now = timezone.now()
     with transaction.atomic():
         connection = (
@@ -303,13 +350,14 @@ def _store_connection(app: EntraApp, user, who: idtoken.Identity, token: dict) -
         )
         if (
             connection is not None
-            and connection.user_id not in (None, user.pk)
+            and _owner(connection) not in (None, _owner_of(user, session))
             and connection.status != Connection.Status.REVOKED
         ):
             raise FlowError(
                 "already_connected",
                 f"The Microsoft account {who.username or who.object_id} is already connected "
-                "by another member of your organisation. Ask them to disconnect it first.",
+                f"by another {_owner(connection)[0]} of your organisation. Ask them to "
+                "disconnect it first.",
                 app=app,
             )
         created = connection is None
@@ -317,6 +365,9 @@ def _store_connection(app: EntraApp, user, who: idtoken.Identity, token: dict) -
             app=app, ms_tenant_id=who.tenant_id, ms_object_id=who.object_id
         )
         connection.user = user
+        connection.end_user_id = session.end_user_id if session else ""
+        connection.end_user_email = session.end_user_email if session else ""
+        connection.end_user_name = session.end_user_name if session else ""
         connection.kind = Connection.Kind.DELEGATED
         connection.display_name = who.name[:256]
         connection.user_principal_name = who.username[:256]
@@ -331,6 +382,19 @@ def _store_connection(app: EntraApp, user, who: idtoken.Identity, token: dict) -
             granted_scopes=connection.granted_scopes,
         )
     return connection
+
+
+def _owner(connection: Connection) -> tuple[str, object] | None:
+    """Whose a connection is: a member's, or a customer end user's (a connect session)."""
+    if connection.user_id is not None:
+        return ("member", connection.user_id)
+    if connection.end_user_id:
+        return ("user", connection.end_user_id)
+    return None
+
+
+def _owner_of(user, session: ConnectSession | None) -> tuple[str, object]:
+    return ("user", session.end_user_id) if session else ("member", user.pk)
 
 
 def _apply_token(connection: Connection, token: dict, now) -> None:

@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from connections import connect
+from connections import connect, connect_sessions
 from connections.models import Connection, EntraApp
 from connections.tenancy import admin_tenant, member_tenant
 
@@ -94,7 +94,9 @@ def start_admin_consent(request, app_id: int):
 @require_http_methods(["GET", "POST"])
 def callback(request):
     params = (request.POST if request.method == "POST" else request.GET).dict()
-    if not request.user.is_authenticated:
+    if not request.user.is_authenticated and params.get("state") not in request.session.get(
+        SESSION_STATES, ()
+    ):
         if request.method == "POST" and params.get("state") and "resubmitted" not in params:
             # A cross-site form_post carries no SameSite=Lax session cookie. Post the same
             # fields again from our own page, where the browser does send it.
@@ -102,6 +104,9 @@ def callback(request):
         error = connect.FlowError("bad_state", "You are not signed in to Graphport.")
         return _error_page(request, error)
     params.pop("resubmitted", None)
+    browser_states = frozenset(request.session.get(SESSION_STATES, ()))
+    if params.get("state") in browser_states:
+        return _session_callback(request, params, browser_states)
     try:
         attempt, connection = connect.complete(request.user, params)
     except connect.FlowError as error:
@@ -112,6 +117,45 @@ def callback(request):
         name = connection.user_principal_name or connection.display_name
         messages.success(request, f"Connected {name}.")
     return redirect(safe_return_path(request, attempt.return_path, reverse("connections:mine")))
+
+
+# The states of the connect sessions this browser opened, newest last (a few, for several tabs).
+SESSION_STATES = "graphport.connect_session_states"
+SESSION_STATES_KEPT = 5
+
+
+@require_http_methods(["GET"])
+def open_session(request, token: str):
+    """A connect session's link: straight to Microsoft, the attempt bound to this browser."""
+    try:
+        session = connect_sessions.open_link(token)
+    except connect_sessions.Unusable as exc:
+        return render(
+            request, "connections/session_unusable.html", {"reason": str(exc)}, status=410
+        )
+    state, authorize_url = connect.start_session_connect(session)
+    kept = list(request.session.get(SESSION_STATES, ()))[-(SESSION_STATES_KEPT - 1) :]
+    request.session[SESSION_STATES] = [*kept, state]
+    return HttpResponseRedirect(authorize_url)
+
+
+def _session_callback(request, params: dict[str, str], browser_states: frozenset[str]):
+    """The end of a connect session: back to the customer's return URL, with the outcome."""
+    request.session[SESSION_STATES] = [
+        s for s in request.session.get(SESSION_STATES, ()) if s != params.get("state")
+    ]
+    try:
+        attempt, connection = connect.complete(None, params, browser_states)
+    except connect.FlowError as error:
+        attempt = connect.attempt_for(params.get("state", ""))
+        if error.kind == "bad_state" or attempt is None or attempt.connect_session is None:
+            # Not this session's attempt to end (a replay, an expired sign-in): its outcome,
+            # perhaps already a success, stays as it is.
+            return _error_page(request, error)
+        return HttpResponseRedirect(
+            connect_sessions.finish(attempt.connect_session, None, error.kind)
+        )
+    return HttpResponseRedirect(connect_sessions.finish(attempt.connect_session, connection))
 
 
 def _error_page(request, error: connect.FlowError):

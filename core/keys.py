@@ -41,3 +41,9 @@ def webhook_budget(address: str) -> str:
     """Requests to Graph's webhooks from one address in the current window (graphsync.webhooks):
     a count that lives as long as the window."""
     return f"{PREFIX}webhook-budget:{address}"
+
+
+def api_rate(key_id: int) -> str:
+    """Requests of one API key in the current minute (portal.api.auth): a count that lives as
+    long as the window."""
+    return f"{PREFIX}api-rate:{key_id}"

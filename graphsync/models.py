@@ -329,6 +329,10 @@ class Record(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    # The RecordFeed seq of the transaction that last wrote the row (graphsync.store): the
+    # records feed's order. Rows written before the feed existed, or by SQL that names no seq
+    # (db_default), are at 0.
+    feed_seq = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [
@@ -338,10 +342,31 @@ class Record(models.Model):
             models.Index(fields=["connection", "-id"], name="record_connection_recent"),
             models.Index(fields=["tenant", "-id"], name="record_tenant_recent"),
             models.Index(fields=["graph_id"], name="record_graph_id"),
+            models.Index(fields=["connection", "resource", "feed_seq", "id"], name="record_feed"),
         ]
 
     def __str__(self) -> str:
         return self.title or self.graph_id
+
+
+class RecordFeed(models.Model):
+    """The change counter of one connection's records of one resource.
+
+    Every transaction that writes such records first takes this row's lock and the next seq,
+    and stamps the rows with it (graphsync.store): seqs are handed out in commit order, which
+    record ids and timestamps are not, so the feed (graphsync.feed) can follow them."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="+")
+    resource = models.CharField(max_length=10, choices=Resource.choices)
+    last_seq = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "resource"], name="recordfeed_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_resource_display()} feed of connection {self.connection_id}"
 
 
 class Subscription(models.Model):

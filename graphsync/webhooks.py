@@ -19,13 +19,12 @@ import logging
 import math
 from collections.abc import Callable
 
-import redis
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from core import keys, redis_client
+from core import keys, ratelimit
 from graphsync import notifications
 
 logger = logging.getLogger(__name__)
@@ -39,44 +38,25 @@ BUDGET_WINDOW_SECONDS = 10
 
 
 def sender(request: HttpRequest) -> str:
-    """The address a request came from, as far as we can trust it.
-
-    REMOTE_ADDR, unless the portal is configured to sit behind a proxy it trusts
-    (USE_X_FORWARDED_PROTO, which sets SECURE_PROXY_SSL_HEADER): then the last X-Forwarded-For
-    entry, the one that proxy added (those before it are whatever the client sent). An IPv6
-    sender counts by its /64, the block one customer line is given.
-    """
-    address = request.META.get("REMOTE_ADDR") or ""
-    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        address = forwarded.rsplit(",", 1)[-1].strip() or address
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    """Who a request counts against: its trusted address (core.ratelimit.client_ip), an IPv6
+    sender by its /64, the block one customer line is given."""
+    address = ratelimit.client_ip(request)
+    if address is None:
         return "unknown"
+    ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped:
             return str(ip.ipv4_mapped)
         return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
-    return str(ip)
+    return address
 
 
 def over_budget(address: str) -> float | None:
     """Count a request from `address`; the seconds until its window ends when it is over the
-    budget, else None. Without Redis nothing is counted: the request goes on (and if it needs
-    Redis, it says so)."""
-    key = keys.webhook_budget(address)
-    try:
-        with redis_client.shared().pipeline() as pipe:
-            pipe.set(key, 0, ex=BUDGET_WINDOW_SECONDS, nx=True)
-            pipe.incr(key)
-            pipe.pttl(key)
-            _, count, ttl_ms = pipe.execute()
-    except redis.RedisError:
-        return None
-    if count <= BUDGET_REQUESTS:
-        return None
-    return max(ttl_ms, 0) / 1000
+    budget, else None (also without Redis: core.ratelimit)."""
+    return ratelimit.over_budget(
+        keys.webhook_budget(address), BUDGET_REQUESTS, BUDGET_WINDOW_SECONDS
+    )
 
 
 def _too_many(retry_in: float) -> HttpResponse:

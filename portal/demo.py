@@ -1,6 +1,7 @@
 """Demo data for `make run`: an operator, a demo tenant with an administrator and two members,
-and an app registration on the custom cloud pointing at the local emulator. Idempotent: running
-it again keeps what is there (and the passwords already printed)."""
+an app registration on the custom cloud pointing at the local emulator, and an API key for the
+customer API. Idempotent: running it again keeps what is there (and the passwords and key
+already printed)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from connections.models import ClientSecret, EntraApp, Membership, Tenant
+from connections import apikeys
+from connections.models import ApiKey, ClientSecret, EntraApp, Membership, Tenant
 
 # The emulator's demo scenario (emulator/scenarios/demo.json): its app and its tenant.
 DEMO_CLIENT_ID = "3c9e6d1a-52b4-4f7e-8a1d-6b0c2e9f4a17"
@@ -30,11 +32,20 @@ LOGINS = (
 )
 
 
+DEMO_KEY_NAME = "demo backend"
+
+
 @dataclass
 class Login:
     username: str
     password: str
     role: str
+
+
+@dataclass
+class Demo:
+    logins: list[Login]
+    api_key: str
 
 
 def _passwords_file() -> Path:
@@ -56,11 +67,27 @@ def _passwords() -> dict[str, str]:
     return known
 
 
+def _demo_key(tenant: Tenant, known: dict[str, str]) -> str:
+    """The demo tenant's API key: kept in the same file as the passwords (only its hash is in
+    the database), made again if either was lost."""
+    raw = known.get("api_key", "")
+    if raw and ApiKey.objects.filter(key_hash=apikeys.digest(raw), revoked_at=None).exists():
+        return raw
+    _, raw = apikeys.issue(tenant, DEMO_KEY_NAME, write=True)
+    path = _passwords_file()
+    path.write_text(json.dumps({**known, "api_key": raw}, indent=2))
+    path.chmod(0o600)
+    return raw
+
+
 @transaction.atomic
-def load(login_url: str, graph_url: str) -> list[Login]:
+def load(login_url: str, graph_url: str) -> Demo:
     passwords = _passwords()
     users = get_user_model().objects
     tenant, _ = Tenant.objects.get_or_create(name=DEMO_TENANT)
+    if not tenant.return_origins:  # connect sessions may come back to the portal itself
+        tenant.return_origins = settings.PORTAL_BASE_URL
+        tenant.save(update_fields=["return_origins"])
     logins = []
     for username, role, label in LOGINS:
         user = users.filter(username=username).first()
@@ -101,4 +128,4 @@ def load(login_url: str, graph_url: str) -> list[Login]:
         EntraApp.objects.filter(pk=app.pk).update(
             login_base_url=login_url, graph_base_url=graph_url
         )
-    return logins
+    return Demo(logins, _demo_key(tenant, passwords))

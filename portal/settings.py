@@ -120,6 +120,37 @@ RETENTION_AUTHORIZATION_ATTEMPTS_DAYS = read_int(
 )
 RETENTION_AUDIT_EVENTS_DAYS = read_int("RETENTION_AUDIT_EVENTS_DAYS", 365, minimum=0)
 
+# --- the customer API (portal.api) ----------------------------------------------------------
+
+API_RATE_LIMIT_PER_MINUTE = read_int("API_RATE_LIMIT_PER_MINUTE", 1200, minimum=1)
+# A proxied Graph call waits at most this long for the shared throttle budgets (and Graph's own
+# Retry-After) before answering 429: a web process is never held longer.
+API_PROXY_MAX_WAIT_SECONDS = read_int("API_PROXY_MAX_WAIT_SECONDS", 3, minimum=0)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["portal.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["portal.api.auth.HasKey"],
+    "DEFAULT_THROTTLE_CLASSES": ["portal.api.auth.PerKeyRate"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "portal.api.problems.handle",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Graphport API",
+    "DESCRIPTION": "Connections, connect sessions, sync jobs, the records changes feed and a "
+    "Microsoft Graph proxy for a tenant's own backend. Authenticate with "
+    "`Authorization: Bearer <API key>`.",
+    "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",  # django.contrib.admin with portal.admin's site
     "django.contrib.auth",
@@ -127,6 +158,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the interactive docs' own assets: no CDN
     "portal",
     "connections",
     "graphsync",

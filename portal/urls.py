@@ -19,6 +19,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("connections/", include(member_connections)),
     path("sync/", include("graphsync.urls")),
+    path("api/v1/", include("portal.api.urls")),
     # Microsoft Graph's webhooks (graphsync.subscriptions builds these URLs).
     path("graph/notifications/", webhooks.changes, name="graph-notifications"),
     path("graph/lifecycle/", webhooks.lifecycle, name="graph-lifecycle"),

@@ -2,7 +2,13 @@
 
 from django.contrib import admin
 
-from connections.admin import apps, audit, connections, tenants  # noqa: F401 (registrations)
+from connections.admin import (  # noqa: F401 (registrations)
+    api,
+    apps,
+    audit,
+    connections,
+    tenants,
+)
 
 admin.site.site_header = "Graphport administration"
 admin.site.site_title = "Graphport"

@@ -57,12 +57,17 @@ class ConnectionAdmin(TenantScopedAdmin):
         "ms_object_id",
         "ms_tenant_id",
         "user__username",
+        "=end_user_id",
     ]
     actions = ["refresh_now", "disable"]
     inlines = [ConnectionEventInline]
     show_full_result_count = False
     fieldsets = [
         (None, {"fields": ["app", "user", "kind", "status", "status_reason"]}),
+        (
+            "Your end user (connected through a connect session)",
+            {"fields": ["end_user_id", "end_user_email", "end_user_name"]},
+        ),
         (
             "Microsoft account",
             {
@@ -97,6 +102,9 @@ class ConnectionAdmin(TenantScopedAdmin):
         "sync_overview",
         "app",
         "user",
+        "end_user_id",
+        "end_user_email",
+        "end_user_name",
         "kind",
         "status",
         "status_reason",

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
+from connections import connect_sessions
 from connections.models import (
     Member,
     Membership,
@@ -32,8 +33,17 @@ NOT_AVAILABLE = "This {} is not available: choose another."
 class TenantForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = ["name"]
+        fields = ["name", "return_origins"]
         error_messages = {"name": {"unique": NOT_AVAILABLE.format("name")}}
+        widgets = {"return_origins": forms.Textarea(attrs={"rows": 3})}
+
+    def clean_return_origins(self) -> str:
+        lines = [line.strip() for line in self.cleaned_data["return_origins"].splitlines()]
+        lines = [line for line in lines if line]
+        problems = [p for p in map(connect_sessions.origin_problem, lines) if p]
+        if problems:
+            raise forms.ValidationError(problems)
+        return "\n".join(connect_sessions.origin_of(line) for line in lines)
 
 
 @admin.register(Tenant)

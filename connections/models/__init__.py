@@ -1,3 +1,4 @@
+from connections.models.api import ApiKey, ConnectSession
 from connections.models.apps import (
     EXPIRY_WARNING_DAYS,
     SECRET_WARNING_DAYS,
@@ -14,10 +15,12 @@ from connections.models.tenants import Member, Membership, Tenant
 __all__ = [
     "EXPIRY_WARNING_DAYS",
     "SECRET_WARNING_DAYS",
+    "ApiKey",
     "AppCertificate",
     "AuditEvent",
     "AuthorizationAttempt",
     "ClientSecret",
+    "ConnectSession",
     "Connection",
     "EntraApp",
     "Member",

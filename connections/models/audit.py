@@ -34,6 +34,11 @@ class AuditEvent(models.Model):
         APP_PAUSED = "app_paused", "Refreshes paused: app credentials broken"
         APP_RESUMED = "app_resumed", "Refreshes resumed"
         REFRESH_ALERT = "refresh_alert", "Refresh failing repeatedly"
+        API_KEY_CREATED = "api_key_created", "API key created"
+        API_KEY_REVOKED = "api_key_revoked", "API key revoked"
+        CONNECT_SESSION = "connect_session", "Connect session created"
+        PROXY_WRITE = "proxy_write", "Graph write through the proxy"
+        API_ACTION = "api_action", "Action through the API"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_events")
     app = models.ForeignKey(

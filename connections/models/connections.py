@@ -44,6 +44,11 @@ class Connection(models.Model):
         related_name="microsoft_connections",
     )
     kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.DELEGATED)
+    # The customer's own end user, for a connection made through a connect session (the API):
+    # how the customer's backend finds it again.
+    end_user_id = models.CharField(max_length=255, blank=True, db_index=True)
+    end_user_email = models.CharField(max_length=254, blank=True)
+    end_user_name = models.CharField(max_length=256, blank=True)
     ms_tenant_id = models.CharField("Microsoft tenant id (tid)", max_length=36)
     ms_object_id = models.CharField(
         "Microsoft object id (oid)", max_length=36, blank=True, help_text="Empty for app-only."
@@ -127,8 +132,21 @@ class AuthorizationAttempt(models.Model):
     code_verifier = EncryptedTextField(blank=True)
     nonce = models.CharField(max_length=64, blank=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CONNECT)
+    # Nobody for a connect session's attempt: the end user has no Graphport login, and the
+    # browser that opened the session is the one that must come back (connections.connect).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="authorization_attempts"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="authorization_attempts",
+    )
+    connect_session = models.ForeignKey(
+        "connections.ConnectSession",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="attempts",
     )
     app = models.ForeignKey(
         EntraApp, on_delete=models.CASCADE, related_name="authorization_attempts"

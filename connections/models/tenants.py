@@ -11,6 +11,13 @@ class Tenant(models.Model):
     """A customer organisation of the portal."""
 
     name = models.CharField(max_length=200, unique=True)
+    return_origins = models.TextField(
+        "Allowed return origins",
+        blank=True,
+        max_length=2000,
+        help_text="Where a connect session may send the end user back: one origin per line, "
+        "such as https://app.example.com (scheme, host and port; no path).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -18,6 +25,12 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def return_origin_list(self) -> list[str]:
+        return [
+            line.strip().rstrip("/") for line in self.return_origins.splitlines() if line.strip()
+        ]
 
 
 class Membership(models.Model):

@@ -51,3 +51,11 @@ def test_sync_throughput_quick_prints_its_table():
     assert result.returncode == 0, output
     assert "graphport rec/s" in result.stdout and "fetch-only rec/s" in result.stdout, output
     assert "records stored: all" in result.stdout, output
+
+
+def test_records_feed_reads_a_small_feed_whole():
+    result = _run(str(ROOT / "bench" / "records_feed.py"), "--records", "5000", timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "records/s:" in result.stdout and "queries per page:" in result.stdout, output
+    assert "records read: all, each once" in result.stdout, output

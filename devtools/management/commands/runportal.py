@@ -58,10 +58,10 @@ class Command(BaseCommand):
                 redis_port = urlsplit(settings.REDIS_URL).port or 6379
                 redis = LocalRedis(settings.VAR_DIR / "redis", port=redis_port).start()
                 self.stdout.write(f"Redis started on {redis.url}")
-            logins = []
+            loaded = None
             if not no_emulator:
                 login_url, graph_url = self.start_emulator(options, started, env)
-                logins = demo.load(login_url, graph_url)
+                loaded = demo.load(login_url, graph_url)
             commands = {
                 "worker": [
                     python,
@@ -85,7 +85,7 @@ class Command(BaseCommand):
                     command, cwd=settings.BASE_DIR, env=env, start_new_session=True
                 )
                 started.append((name, process))
-            self.welcome(logins, no_emulator)
+            self.welcome(loaded, no_emulator)
             self.supervise(started)
         except KeyboardInterrupt:
             self.stdout.write("\nStopping…")
@@ -133,7 +133,7 @@ class Command(BaseCommand):
         wait_for_port(graph_port, process, "the emulator")
         return f"http://127.0.0.1:{login_port}", f"http://127.0.0.1:{graph_port}"
 
-    def welcome(self, logins, no_emulator: bool) -> None:
+    def welcome(self, loaded, no_emulator: bool) -> None:
         base = settings.PORTAL_BASE_URL
         lines = [
             "",
@@ -143,10 +143,16 @@ class Command(BaseCommand):
             f"  Health: {base}/healthz",
             "",
         ]
-        if logins:
+        if loaded:
             lines.append("Demo logins (kept in var/demo-logins.json):")
             lines += [
-                f"  {login.username:<15} {login.password:<14} {login.role}" for login in logins
+                f"  {login.username:<15} {login.password:<14} {login.role}"
+                for login in loaded.logins
+            ]
+            lines += [
+                "",
+                f"API: {base}/api/v1/docs/ with the demo tenant's key",
+                f"  curl -H 'Authorization: Bearer {loaded.api_key}' {base}/api/v1/connections",
             ]
             lines += [
                 "",
