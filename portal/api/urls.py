@@ -18,6 +18,7 @@ urlpatterns = [
     path("jobs/<int:pk>/resync", views.JobResync.as_view(), name="job-resync"),
     path("connect-sessions", views.ConnectSessions.as_view(), name="connect-sessions"),
     path("records", views.Records.as_view(), name="records"),
+    path("proxy/<int:pk>/<path:path>", views.Proxy.as_view(), name="proxy"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     re_path(r"^(?P<rest>.*)$", problems.unknown_endpoint),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from connections import audit, connect, connect_sessions
 from connections.models import AuditEvent, Connection
-from graphsync import feed, scheduling
+from graphsync import feed, proxy, scheduling
 from graphsync.models import Resource, SyncJob, SyncRun
 from portal.api import pagination
 from portal.api.problems import Problem, invalid, not_found
@@ -255,3 +255,70 @@ class Records(APIView):
         except feed.BadCursor as exc:
             raise invalid("cursor", str(exc).removeprefix("cursor: ")) from None
         return HttpResponse(feed.render(found), content_type="application/json")
+
+
+# --- the Graph proxy ---------------------------------------------------------------------------
+
+
+class Proxy(APIView):
+    """Microsoft Graph through a connection: its token, the workers' throttle budgets."""
+
+    @extend_schema(
+        summary="Call Microsoft Graph through a connection",
+        description="The path is relative to the connection's Graph version root, e.g. "
+        "`me/messages`. GET with any key; POST, PATCH, PUT and DELETE with a write key.",
+        request=OpenApiTypes.BINARY,
+        responses={(200, "*/*"): OpenApiTypes.BINARY},
+        methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+    )
+    def dispatch_proxy(self, request, pk: int, path: str):
+        connection = connection_of(request, pk)
+        body = None
+        if request.method not in ("GET", "HEAD", "DELETE"):
+            body = _read_body(request)
+        try:
+            answer = proxy.forward(
+                connection,
+                request.method,
+                path,
+                request.META.get("QUERY_STRING", ""),
+                body,
+                request.content_type or None,
+                api_key_prefix=request.auth.prefix,
+                accept=request.META.get("HTTP_ACCEPT"),
+                write_allowed=request.auth.can_write,
+                headers=request.headers,
+            )
+        except proxy.ProxyProblem as exc:
+            raise Problem(
+                exc.status,
+                exc.type,
+                exc.title,
+                exc.detail,
+                field=exc.field,
+                retry_after=exc.retry_after,
+            ) from None
+        response = StreamingHttpResponse(answer.chunks, status=answer.status)
+        for name, value in answer.headers.items():
+            response[name] = value
+        return response
+
+    get = post = patch = put = delete = dispatch_proxy
+
+
+def _read_body(request) -> bytes:
+    """The request body, refused past the proxy's limit before more is read."""
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    too_large = Problem(
+        413,
+        "body-too-large",
+        "Request body too large",
+        f"body: at most {proxy.MAX_REQUEST_BYTES:,} bytes.",
+        field="body",
+    )
+    if declared.isdigit() and int(declared) > proxy.MAX_REQUEST_BYTES:
+        raise too_large
+    body = request._request.read(proxy.MAX_REQUEST_BYTES + 1)
+    if len(body) > proxy.MAX_REQUEST_BYTES:
+        raise too_large
+    return body
