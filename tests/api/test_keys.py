@@ -109,3 +109,13 @@ def test_each_key_is_rate_limited_with_retry_after(acme, settings):
     problem(response, 429, "rate-limited")
     assert 1 <= int(response["Retry-After"]) <= 60
     assert other.get(CONNECTIONS).status_code == 200  # the budget is the key's own
+
+
+def test_an_operator_creates_a_key_for_any_tenant(client, operator, globex):
+    client.force_login(operator)
+    response = client.post(
+        reverse("admin:connections_apikey_add"),
+        {"tenant": globex.tenant.pk, "name": "globex backend", "permission": "read"},
+    )
+    assert response.status_code == 200
+    assert ApiKey.objects.get(name="globex backend").tenant == globex.tenant
