@@ -18,7 +18,16 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
-from connections import audit, credentials, identity, idtoken, kept_answers, signals, tokens
+from connections import (
+    audit,
+    credentials,
+    identity,
+    idtoken,
+    kept_answers,
+    signals,
+    tokens,
+    webhook_events,
+)
 from connections.clouds import is_guid
 from connections.identity import FailureClass, IdentityError, SignInProblem
 from connections.models import (
@@ -27,6 +36,7 @@ from connections.models import (
     Connection,
     ConnectSession,
     EntraApp,
+    EventType,
 )
 from connections.scopes import OIDC_SCOPES
 
@@ -381,6 +391,7 @@ def _store_connection(
             actor=user,
             granted_scopes=connection.granted_scopes,
         )
+        webhook_events.connection_stored(connection, created)
     return connection
 
 
@@ -481,7 +492,7 @@ def _complete_admin_consent(
     )
     now = timezone.now()
     with transaction.atomic():
-        connection, _ = Connection.objects.select_for_update().get_or_create(
+        connection, created = Connection.objects.select_for_update().get_or_create(
             app=app,
             ms_tenant_id=tenant_id,
             ms_object_id="",
@@ -498,6 +509,7 @@ def _complete_admin_consent(
             connection=connection,
             actor=user,
         )
+        webhook_events.connection_stored(connection, created)
     return connection
 
 
@@ -523,5 +535,7 @@ def disconnect(connection: Connection, user) -> None:
             connection=connection,
             actor=user,
         )
+        connection.status = Connection.Status.REVOKED
+        webhook_events.connection_event(EventType.CONNECTION_DISCONNECTED, connection)
         signals.disconnected.send(sender=Connection, connection=connection)
     kept_answers.forget(connection.pk)  # a kept token answer must not outlive them

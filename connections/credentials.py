@@ -18,9 +18,10 @@ from typing import TypeVar
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from django.db import transaction
 from django.utils import timezone
 
-from connections import audit, identity
+from connections import audit, identity, webhook_events
 from connections.identity import FailureClass, IdentityError
 from connections.models import AppCertificate, AuditEvent, ClientSecret, Connection, EntraApp
 
@@ -163,7 +164,12 @@ def verify(app: EntraApp, actor=None) -> Verification:
     )
     app.credentials_checked_at = now
     app.credentials_detail = result.message
-    app.save(update_fields=["credentials_status", "credentials_checked_at", "credentials_detail"])
+    with transaction.atomic():
+        app.save(
+            update_fields=["credentials_status", "credentials_checked_at", "credentials_detail"]
+        )
+        if not result.ok and not was_broken:
+            webhook_events.credentials_broken(app, result.message)
     audit.record(
         AuditEvent.Kind.CREDENTIALS_VERIFIED if result.ok else AuditEvent.Kind.CREDENTIALS_FAILED,
         result.message,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
-from connections import audit, notices
+from connections import audit, notices, webhook_events
 from connections.models import (
     EXPIRY_WARNING_DAYS,
     SECRET_WARNING_DAYS,
@@ -49,12 +50,14 @@ def _claim(model, credential, today: date) -> int | None:
         credential.warned_days is not None and credential.warned_days <= threshold
     ):
         return None
-    # Claim the warning first: two beat runs racing send it once.
-    claimed = model.objects.filter(pk=credential.pk, warned_days=credential.warned_days).update(
-        warned_days=threshold
-    )
-    if not claimed:
-        return None
+    # Claim the warning first: two beat runs racing send it once, and its event with it.
+    with transaction.atomic():
+        claimed = model.objects.filter(pk=credential.pk, warned_days=credential.warned_days).update(
+            warned_days=threshold
+        )
+        if not claimed:
+            return None
+        webhook_events.credential_expiring(credential, days)
     app = credential.app
     audit.record(
         AuditEvent.Kind.SECRET_EXPIRING,

@@ -12,7 +12,14 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.urls import reverse
 
-from connections.models import AppCertificate, ClientSecret, Connection, EntraApp, Membership
+from connections.models import (
+    AppCertificate,
+    ClientSecret,
+    Connection,
+    EntraApp,
+    Membership,
+    WebhookEndpoint,
+)
 from core import mail
 from core.formatting import days_left, plural
 
@@ -68,6 +75,22 @@ def app_credentials_broken(app: EntraApp, reason: str) -> None:
         "app_credentials_broken",
         {"app": app, "reason": reason, "link": _app_url(app)},
         tenant_admin_emails(app.tenant_id),
+    )
+    mail.send(notice)
+
+
+def webhook_endpoint_disabled(endpoint: WebhookEndpoint, reason: str) -> None:
+    """Tell the endpoint's tenant administrators that Graphport stopped sending to it."""
+    notice = mail.render(
+        "webhook_disabled",
+        {
+            "endpoint": endpoint,
+            "reason": reason,
+            "link": _portal_url(
+                reverse("admin:connections_webhookendpoint_change", args=[endpoint.pk])
+            ),
+        },
+        tenant_admin_emails(endpoint.tenant_id),
     )
     mail.send(notice)
 

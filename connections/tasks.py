@@ -1,4 +1,5 @@
-"""Celery tasks of the tokens queue: thin, the work is in connections.tokens and .fleet."""
+"""Celery tasks of the tokens queue, and of the webhooks queue (routed by name in settings): thin,
+the work is in connections.tokens, .fleet and .webhooks."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import random
 
 from celery import shared_task
 
-from connections import expiry, fleet, retention, tokens
+from connections import expiry, fleet, retention, tokens, webhooks
 from core import keys, redis_client
 
 # A connection already queued for a refresh is not queued again by the next beat tick.
@@ -53,3 +54,18 @@ def warn_expiring_secrets() -> int:
 def purge_history() -> dict[str, int]:
     """Daily: authorization attempts and audit events past their retention period."""
     return retention.purge()
+
+
+@shared_task
+def deliver_webhooks(endpoint_id: int) -> str:
+    """Send one endpoint's due webhooks for a bounded slice (queue `webhooks`); asks for
+    another task itself when more is due."""
+    report = webhooks.deliver(endpoint_id)
+    return "left to another task, or disabled" if report is None else str(report)
+
+
+@shared_task
+def sweep_webhooks() -> int:
+    """Every 10 seconds: a task for each endpoint with due deliveries that no live task holds.
+    Returns how many were asked for."""
+    return webhooks.sweep()

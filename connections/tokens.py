@@ -42,9 +42,9 @@ from django.conf import settings
 from django.db import DatabaseError, OperationalError, transaction
 from django.utils import timezone
 
-from connections import audit, credentials, identity, kept_answers, notices
+from connections import audit, credentials, identity, kept_answers, notices, webhook_events
 from connections.identity import FailureClass, IdentityError
-from connections.models import AuditEvent, Connection, EntraApp
+from connections.models import AuditEvent, Connection, EntraApp, EventType
 from core import backoff
 
 logger = logging.getLogger(__name__)
@@ -497,6 +497,12 @@ def _hold_off(connection: Connection, exc: IdentityError, now: datetime) -> None
             "refresh_requested_at": now,
         }
     Connection.objects.filter(pk=connection.pk).update(**fields)
+    if fields.get("status") == Connection.Status.RECONNECT_NEEDED != connection.status:
+        # In the refresh's transaction: the event commits with the status, or not at all.
+        connection.status = fields["status"]
+        webhook_events.connection_event(
+            EventType.CONNECTION_RECONNECT_NEEDED, connection, reason=fields["status_reason"]
+        )
     for name, value in fields.items():
         setattr(connection, name, value)
 
@@ -559,6 +565,8 @@ def _app_broken(connection: Connection, reason: str, exc: IdentityError) -> AppC
         Connection.objects.filter(app=app, status=Connection.Status.ACTIVE).update(
             status=Connection.Status.APP_CREDENTIALS_BROKEN, status_reason=_paused_reason(reason)
         )
+        if flagged:
+            webhook_events.credentials_broken(app, reason)
     if flagged:  # only the first failure alerts; the others find the app already flagged
         audit.record(
             AuditEvent.Kind.APP_PAUSED, reason, app=app, code=exc.aadsts, trace_id=exc.trace_id

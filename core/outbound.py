@@ -15,12 +15,17 @@ target's name is resolved and checked just before the request is handed to it.
 
 `MICROSOFT_ALLOW_INTERNAL_HOSTS` lifts the address rule and `MICROSOFT_ALLOW_HTTP` the https rule,
 both for a local emulator only.
+
+Other destinations typed by a person, such as a tenant's webhook receivers (docs/architecture.md,
+"Outgoing webhooks"), use the same session with other `Rules`: `AllowList` lifts the address rule
+only for the hosts an operator listed in a setting, whatever MICROSOFT_ALLOW_INTERNAL_HOSTS says.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from functools import partial
 from urllib.parse import urlsplit
 
 import requests
@@ -63,6 +68,50 @@ def allow_internal() -> bool:
 
 def allow_http() -> bool:
     return bool(settings.MICROSOFT_ALLOW_HTTP)
+
+
+def normal_host(host: str) -> str:
+    """A host name or address as the allow-lists compare it: lower case, no brackets around an
+    IPv6 address, no trailing dot, an address in its canonical form."""
+    host = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+class Rules:
+    """Where a guarded session may go besides public addresses. These, the default, are the
+    rules for Microsoft's hosts: the address rule lifted for every host by
+    MICROSOFT_ALLOW_INTERNAL_HOSTS."""
+
+    #: what a refused URL's message adds about lifting each rule
+    internal_hint = "Only a local emulator may use one, when MICROSOFT_ALLOW_INTERNAL_HOSTS is set."
+    http_hint = (
+        "Plain http:// is only allowed for a local emulator, when MICROSOFT_ALLOW_HTTP is set."
+    )
+
+    def internal_allowed(self, host: str) -> bool:
+        return allow_internal()
+
+
+class AllowList(Rules):
+    """The address rule lifted only for the hosts (names or addresses, as written in URLs) that
+    the setting named `setting` lists. Read at every check, so a changed setting applies to
+    sessions already open."""
+
+    http_hint = "Plain http:// is only allowed in development, when MICROSOFT_ALLOW_HTTP is set."
+
+    def __init__(self, setting: str):
+        self.setting = setting
+        self.internal_hint = f"Add the host to {setting} to allow it."
+
+    def internal_allowed(self, host: str) -> bool:
+        listed = getattr(settings, self.setting)
+        return bool(listed) and normal_host(host) in {normal_host(item) for item in listed}
+
+
+MICROSOFT = Rules()
 
 
 def host_of(url: str) -> str:
@@ -122,10 +171,11 @@ def _internal_among(host: str, port: int | None) -> str | None:
     return next((address for address in addresses if is_internal(address)), None)
 
 
-def problem(url: str) -> str | None:
-    """Why `url` may not be a base URL of the identity platform or Graph, in words for the
-    administrator who typed it, or None. Checked when an app registration is saved; every
-    request checks again, since what a name resolves to can change."""
+def problem(url: str, rules: Rules = MICROSOFT) -> str | None:
+    """Why `url` may not be a base URL of the identity platform or Graph (or, with other
+    `rules`, another destination), in words for the administrator who typed it, or None.
+    Checked when an app registration is saved; every request checks again, since what a name
+    resolves to can change."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http"):
         return "Must be an https:// URL."
@@ -137,11 +187,8 @@ def problem(url: str) -> str | None:
     if not parts.hostname:
         return "Must name a host."
     if parts.scheme == "http" and not allow_http():
-        return (
-            "Must be https://. Plain http:// is only allowed for a local emulator, when "
-            "MICROSOFT_ALLOW_HTTP is set."
-        )
-    if allow_internal():
+        return f"Must be https://. {rules.http_hint}"
+    if rules.internal_allowed(parts.hostname):
         return None
     try:
         port = parts.port
@@ -151,13 +198,12 @@ def problem(url: str) -> str | None:
     if address is not None:
         return (
             f"{parts.hostname} is an internal address ({address}): loopback, private, "
-            "link-local and other non-public addresses are refused. Only a local emulator "
-            "may use one, when MICROSOFT_ALLOW_INTERNAL_HOSTS is set."
+            f"link-local and other non-public addresses are refused. {rules.internal_hint}"
         )
     return None
 
 
-def check_request(url: str) -> None:
+def check_request(url: str, rules: Rules = MICROSOFT) -> None:
     """What can be told from the URL alone, before anything is sent: Refused if it may not
     be requested."""
     parts = urlsplit(url)
@@ -171,7 +217,11 @@ def check_request(url: str) -> None:
             f"{host}: refused to send a request over plain http:// (MICROSOFT_ALLOW_HTTP is off)",
             host=host,
         )
-    if not allow_internal() and parts.hostname and _is_literal_internal(parts.hostname):
+    if (
+        parts.hostname
+        and _is_literal_internal(parts.hostname)
+        and not rules.internal_allowed(parts.hostname)
+    ):
         raise InternalHost(f"{host}: an internal address is refused", host=host)
 
 
@@ -191,8 +241,10 @@ class _Blocked(Exception):
 class _GuardedConnectionMixin:
     """Resolve, check every address, then connect to a checked address (never resolve twice)."""
 
+    rules: Rules = MICROSOFT  # set by the pool that makes the connection
+
     def _new_conn(self) -> socket.socket:
-        if self.proxy is not None or allow_internal():
+        if self.proxy is not None or self.rules.internal_allowed(self.host):
             return super()._new_conn()
         try:
             addresses = _addresses(self._dns_host, self.port)
@@ -224,28 +276,48 @@ class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
     pass
 
 
-class _GuardedHTTPPool(HTTPConnectionPool):
+class _GuardedPoolMixin:
+    """A pool that hands its session's rules to every connection it makes."""
+
+    def __init__(self, *args, rules: Rules = MICROSOFT, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rules = rules
+
+    def _new_conn(self):
+        connection = super()._new_conn()
+        connection.rules = self.rules
+        return connection
+
+
+class _GuardedHTTPPool(_GuardedPoolMixin, HTTPConnectionPool):
     ConnectionCls = _GuardedHTTPConnection
 
 
-class _GuardedHTTPSPool(HTTPSConnectionPool):
+class _GuardedHTTPSPool(_GuardedPoolMixin, HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
 class _GuardedAdapter(HTTPAdapter):
+    def __init__(self, rules: Rules = MICROSOFT):
+        self.rules = rules  # before HTTPAdapter.__init__, which builds the pool manager
+        super().__init__()
+
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
+        # The pool manager calls these with (host, port, **context); the rules ride along.
         self.poolmanager.pool_classes_by_scheme = {
-            "http": _GuardedHTTPPool,
-            "https": _GuardedHTTPSPool,
+            "http": partial(_GuardedHTTPPool, rules=self.rules),
+            "https": partial(_GuardedHTTPSPool, rules=self.rules),
         }
 
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
         host = host_of(request.url)
+        parts = urlsplit(request.url)
         # Through a proxy the proxy connects, and the pools above are not used: check the
         # target's addresses here, as late as this process can.
-        if not allow_internal() and select_proxy(request.url, proxies):
-            parts = urlsplit(request.url)
+        if select_proxy(request.url, proxies) and not self.rules.internal_allowed(
+            parts.hostname or ""
+        ):
             address = _internal_among(parts.hostname or "", parts.port)
             if address is not None:
                 raise InternalHost(
@@ -264,16 +336,17 @@ class _GuardedAdapter(HTTPAdapter):
 class Guarded:
     """Mixin for a requests.Session or a subclass of it (requests-oauthlib's OAuth2Session):
     every request is checked before it is sent, never follows a redirect, and a redirect answer
-    raises Redirected."""
+    raises Redirected. `rules` say which internal hosts it may reach (MICROSOFT by default)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, rules: Rules = MICROSOFT, **kwargs):
         super().__init__(*args, **kwargs)
-        adapter = _GuardedAdapter()
+        self.rules = rules
+        adapter = _GuardedAdapter(rules)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
     def request(self, method, url, *args, **kwargs):
-        check_request(url)
+        check_request(url, self.rules)
         kwargs["allow_redirects"] = False
         response = super().request(method, url, *args, **kwargs)
         if 300 <= response.status_code < 400:

@@ -27,7 +27,7 @@ from django.utils import timezone
 from connections import tokens
 from connections.identity import FailureClass
 from core import backoff
-from graphsync import resources, store
+from graphsync import resources, store, sync_events
 from graphsync.client import (
     AccessDenied,
     BatchItem,
@@ -141,16 +141,18 @@ def _execute(
                 return end(job, run_, meter, worker, exc)
         _failed(job, run_, meter, worker, f"{type(exc).__name__}: {exc}")
         raise
-    run_.finish(SyncRun.Outcome.SUCCEEDED, **asdict(meter))
-    now = timezone.now()
-    job.release(
-        worker,
-        state=SyncJob.State.IDLE,
-        failure_streak=0,
-        last_error="",
-        last_success_at=now,
-        next_run_at=now + timedelta(seconds=poll_interval(job)),
-    )
+    with transaction.atomic():  # the run's end and its event commit together
+        run_.finish(SyncRun.Outcome.SUCCEEDED, **asdict(meter))
+        now = timezone.now()
+        job.release(
+            worker,
+            state=SyncJob.State.IDLE,
+            failure_streak=0,
+            last_error="",
+            last_success_at=now,
+            next_run_at=now + timedelta(seconds=poll_interval(job)),
+        )
+        sync_events.completed(job, run_)
     return Outcome(run_)
 
 
@@ -177,15 +179,19 @@ def _interrupted(job, run_, meter, worker, exc: LeaseLost) -> Outcome:
 
 def _denied(job, run_, meter, worker, exc: AccessDenied) -> Outcome:
     reason = f"Missing permission ({exc.code}): {exc.message}"
-    run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
-    job.release(worker, **SyncJob.disabled_fields(reason), last_error=reason)
+    with transaction.atomic():
+        run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
+        job.release(worker, **SyncJob.disabled_fields(reason), last_error=reason)
+        sync_events.failed(job, run_, reason, streak=1)
     return Outcome(run_)
 
 
 def _no_mailbox(job, run_, meter, worker, exc: MailboxNotEnabled) -> Outcome:
     reason = "The user has no Exchange Online mailbox (MailboxNotEnabledForRESTAPI)."
-    run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
-    job.release(worker, last_error=reason)
+    with transaction.atomic():
+        run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
+        job.release(worker, last_error=reason)
+        sync_events.failed(job, run_, reason, streak=1)
     SyncJob.objects.filter(connection=job.connection, resource__in=MAILBOX_RESOURCES).disable(
         reason
     )
@@ -206,14 +212,16 @@ def _graph_failed(job, run_, meter, worker, exc: GraphError) -> Outcome:
 def _failed(job, run_, meter, worker, error: str, retry_in: float | None = None) -> Outcome:
     streak = job.failure_streak + 1
     delay = retry_in if retry_in is not None else backoff.full_jitter(streak, base=30, cap=3600)
-    run_.finish(SyncRun.Outcome.FAILED, error, **asdict(meter))
-    job.release(
-        worker,
-        state=SyncJob.State.FAILING,
-        failure_streak=streak,
-        last_error=error,
-        next_run_at=timezone.now() + timedelta(seconds=max(delay, 1)),
-    )
+    with transaction.atomic():
+        run_.finish(SyncRun.Outcome.FAILED, error, **asdict(meter))
+        job.release(
+            worker,
+            state=SyncJob.State.FAILING,
+            failure_streak=streak,
+            last_error=error,
+            next_run_at=timezone.now() + timedelta(seconds=max(delay, 1)),
+        )
+        sync_events.failed(job, run_, error, streak)
     return Outcome(run_)
 
 
@@ -373,12 +381,12 @@ def commit_page(
             **SyncJob.leased_until(now),
         }
         if ended and job.resyncing:
-            counts.deleted += store.finish_resync(job, now)
+            counts.add(store.finish_resync(job, now))
             fields["resyncing"] = False
         moved = F("live_count") + counts.created - counts.deleted
         if not job.write_held(worker, **fields, live_count=Greatest(moved, 0)):
             raise LeaseLost
-        run_.add_page(counts.created, counts.updated, counts.deleted, **asdict(meter))
+        run_.add_page(counts, **asdict(meter))
     for name, value in fields.items():
         setattr(job, name, value)
     return ended

@@ -137,6 +137,42 @@ def _record(row: Any) -> dict[str, Any]:
     }
 
 
+def between(
+    connection_id: int, resource: str, first_seq: int, last_seq: int, max_bytes: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """The records written with seqs `first_seq` to `last_seq` (a sync run's), as the API
+    shows them, parsed, up to about `max_bytes` of documents; and whether that was all of them.
+    For webhooks that carry a run's records inline."""
+    rows = _changes(connection_id, resource, (first_seq - 1, _AFTER_EVERY_ID)).filter(
+        feed_seq__lte=last_seq
+    )
+    records: list[dict[str, Any]] = []
+    size = 0
+    for row in rows.iterator(chunk_size=200):
+        size += len(row.raw)
+        if size > max_bytes:
+            return records, False
+        record = _record(row)
+        record["data"] = orjson.loads(row.raw)
+        record["first_seen_at"] = row.created_at.isoformat().replace("+00:00", "Z")
+        record["last_changed_at"] = row.updated_at.isoformat().replace("+00:00", "Z")
+        records.append(record)
+    return records, True
+
+
+#: above every record id: a position after all the rows of a seq
+_AFTER_EVERY_ID = 2**63 - 1
+
+
+def span(connection_id: int, resource: str, first_seq: int, last_seq: int) -> dict[str, str]:
+    """Cursors around the writes that took seqs `first_seq` to `last_seq` (a sync run's): read
+    from `from_cursor` and they come first; `to_cursor` is the position after them."""
+    return {
+        "from_cursor": _cursor(connection_id, resource, (first_seq - 1, _AFTER_EVERY_ID)),
+        "to_cursor": _cursor(connection_id, resource, (last_seq, _AFTER_EVERY_ID)),
+    }
+
+
 def _cursor(connection_id: int, resource: str, position: tuple[int, int]) -> str:
     return signing.dumps([connection_id, resource, *position], salt=_SALT)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models import Count, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -257,6 +257,10 @@ class SyncRun(models.Model):
     throttled = models.PositiveIntegerField(default=0)
     seconds_waited = models.FloatField(default=0)
     error = models.TextField(blank=True)
+    # The records-feed seqs the run's writes took (graphsync.store): where its changes are in
+    # the feed, for the sync.completed event.
+    feed_first_seq = models.BigIntegerField(null=True, blank=True)
+    feed_last_seq = models.BigIntegerField(null=True, blank=True)
 
     objects = SyncRunQuerySet.as_manager()
 
@@ -278,14 +282,21 @@ class SyncRun(models.Model):
     def mark_full_resync(self) -> None:
         self._self().update(full_resync=True)
 
-    def add_page(self, created: int, updated: int, deleted: int, **figures: Any) -> None:
-        """Count one committed page; `figures` are the run's requests, throttled responses and
-        seconds waited so far."""
+    def add_page(self, counts: Any, **figures: Any) -> None:
+        """Count one committed page (graphsync.store.Counts) and the records-feed seqs it
+        took; `figures` are the run's requests, throttled responses and seconds waited so far."""
+        seqs = {}
+        if counts.first_seq is not None:
+            seqs = {
+                "feed_first_seq": Coalesce("feed_first_seq", Value(counts.first_seq)),
+                "feed_last_seq": Value(counts.last_seq),
+            }
         self._self().update(
             pages=F("pages") + 1,
-            created=F("created") + created,
-            updated=F("updated") + updated,
-            deleted=F("deleted") + deleted,
+            created=F("created") + counts.created,
+            updated=F("updated") + counts.updated,
+            deleted=F("deleted") + counts.deleted,
+            **seqs,
             **figures,
         )
 

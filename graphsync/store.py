@@ -43,11 +43,22 @@ class Counts:
     created: int = 0
     updated: int = 0
     deleted: int = 0
+    #: the records feed's seqs this write took, first and last (None: nothing was written)
+    first_seq: int | None = None
+    last_seq: int | None = None
 
     def add(self, other: Counts) -> None:
         self.created += other.created
         self.updated += other.updated
         self.deleted += other.deleted
+        self.took(other.first_seq)
+        self.took(other.last_seq)
+
+    def took(self, seq: int | None) -> None:
+        if seq is None:
+            return
+        self.first_seq = seq if self.first_seq is None else min(self.first_seq, seq)
+        self.last_seq = seq if self.last_seq is None else max(self.last_seq, seq)
 
 
 def apply_page(job: SyncJob, spec: Spec, items: list[dict[str, Any]], now: datetime) -> Counts:
@@ -67,6 +78,7 @@ def apply_page(job: SyncJob, spec: Spec, items: list[dict[str, Any]], now: datet
     upsert = _prepared_upsert(job, spec, live, now) if live else None
     with transaction.atomic(savepoint=False):
         seq = _next_seq(job)
+        counts.took(seq)
         if upsert is not None:
             existing = upsert(seq)
             counts.updated = existing
@@ -78,13 +90,16 @@ def apply_page(job: SyncJob, spec: Spec, items: list[dict[str, Any]], now: datet
     return counts
 
 
-def finish_resync(job: SyncJob, now: datetime) -> int:
+def finish_resync(job: SyncJob, now: datetime) -> Counts:
     """After a full resync: what it did not return again is gone at Microsoft."""
+    counts = Counts()
     with transaction.atomic(savepoint=False):
         seq = _next_seq(job)
-        return Record.objects.filter(
+        counts.took(seq)
+        counts.deleted = Record.objects.filter(
             job=job, deleted_at__isnull=True, generation__lt=job.generation
         ).update(deleted_at=now, updated_at=now, feed_seq=seq)
+    return counts
 
 
 # One statement takes the feed's next seq and its row lock, and creates the row on the feed's

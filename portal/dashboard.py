@@ -2,7 +2,8 @@
 
 A superuser (operator) sees every tenant, a tenant administrator their own tenant. Every figure
 is one aggregate query (GROUP BY, conditional counts, hourly buckets), so the page costs the same
-handful of queries with ten connections or a hundred thousand.
+handful of queries with ten connections or a hundred thousand. A user's dashboard also lists the
+webhook endpoints that fail or were disabled for a reason (one query more).
 
 Every figure carries a link to the admin changelist that lists the rows behind it, with lookups
 the changelist accepts as they are (`status__exact`, `failure_streak__gt`, `error__startswith`);
@@ -12,7 +13,7 @@ those lists are tenant-scoped themselves, so a link never shows more than the fi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -21,7 +22,13 @@ from django.db.models.functions import Coalesce, Greatest, Left, Length, TruncHo
 from django.urls import reverse
 from django.utils import timezone
 
-from connections.models import SECRET_WARNING_DAYS, Connection, EntraApp, Tenant
+from connections.models import (
+    SECRET_WARNING_DAYS,
+    Connection,
+    EntraApp,
+    Tenant,
+    WebhookEndpoint,
+)
 from connections.tenancy import admin_tenant
 from core.formatting import days_left, plural
 from graphsync.models import SyncJob, SyncRun
@@ -29,6 +36,8 @@ from graphsync.models import SyncJob, SyncRun
 HOURS = 24
 #: apps listed by name; past this the card links to the app list
 APP_LIMIT = 10
+#: webhook endpoints listed; past this the card links to the endpoint list
+ENDPOINT_LIMIT = 10
 TOP_ERRORS = 5
 # Errors are grouped by their first characters, not their whole text: Microsoft's messages end
 # in a trace id, a correlation id and a timestamp (AADSTS…: … Trace ID: … Timestamp: …), so two
@@ -54,6 +63,14 @@ class AppProblem:
     name: str
     tenant: str
     problems: list[str]
+    url: str
+
+
+@dataclass(frozen=True)
+class EndpointProblem:
+    name: str
+    tenant: str
+    problem: str
     url: str
 
 
@@ -93,6 +110,8 @@ class Dashboard:
     throttled: list[int]
     synced: list[int]
     errors: list[ErrorLine]
+    webhooks: list[EndpointProblem] = field(default_factory=list)
+    more_webhooks: bool = False
 
     @property
     def connections_total(self) -> int:
@@ -100,11 +119,16 @@ class Dashboard:
 
 
 def for_user(user) -> Dashboard | None:
-    """The dashboard of a user's scope, or None for a staff user who administers no tenant."""
+    """The dashboard of a user's scope, with its failing webhook endpoints, or None for a staff
+    user who administers no tenant."""
     if user.is_active and user.is_superuser:
-        return gather(None)
-    tenant = admin_tenant(user)
-    return gather(tenant) if tenant is not None else None
+        tenant = None
+    else:
+        tenant = admin_tenant(user)
+        if tenant is None:
+            return None
+    endpoints, more = failing_endpoints(tenant)
+    return replace(gather(tenant), webhooks=endpoints, more_webhooks=more)
 
 
 def gather(tenant: Tenant | None, now: datetime | None = None) -> Dashboard:
@@ -220,6 +244,35 @@ def _describe_credentials(app: EntraApp, today: date) -> list[str]:
         days = (valid_until - today).days
         problems.append(days_left(days))
     return problems
+
+
+def failing_endpoints(tenant: Tenant | None) -> tuple[list[EndpointProblem], bool]:
+    """Webhook endpoints whose attempts fail (since `failing_since`) or that were disabled for
+    a reason (a 410, days of failures): disabled first, then the longest failing. One query."""
+    trouble = Q(failing_since__isnull=False) | (Q(enabled=False) & ~Q(disabled_reason=""))
+    rows = list(
+        _scoped(WebhookEndpoint.objects.filter(trouble), tenant)
+        .select_related("tenant")
+        .only("url", "description", "enabled", "disabled_reason", "failing_since", "tenant__name")
+        .order_by("enabled", F("failing_since").asc(nulls_last=True), "url")[: ENDPOINT_LIMIT + 1]
+    )
+    problems = [
+        EndpointProblem(
+            name=str(endpoint),
+            tenant=endpoint.tenant.name,
+            problem=_describe_endpoint(endpoint),
+            url=reverse("admin:connections_webhookendpoint_change", args=[endpoint.pk]),
+        )
+        for endpoint in rows[:ENDPOINT_LIMIT]
+    ]
+    return problems, len(rows) > ENDPOINT_LIMIT
+
+
+def _describe_endpoint(endpoint: WebhookEndpoint) -> str:
+    if not endpoint.enabled and endpoint.disabled_reason:
+        return f"disabled: {endpoint.disabled_reason}"
+    failing = f"every attempt failing since {endpoint.failing_since:%Y-%m-%d %H:%M} UTC"
+    return failing if endpoint.enabled else f"disabled; {failing}"
 
 
 def _jobs(tenant: Tenant | None) -> tuple[list[Counter], int]:

@@ -5,7 +5,9 @@ Every variable is documented in the README's configuration table and in ``.env.e
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 from datetime import timedelta
 from importlib.util import find_spec
@@ -119,6 +121,42 @@ RETENTION_AUTHORIZATION_ATTEMPTS_DAYS = read_int(
     "RETENTION_AUTHORIZATION_ATTEMPTS_DAYS", 90, minimum=0
 )
 RETENTION_AUDIT_EVENTS_DAYS = read_int("RETENTION_AUDIT_EVENTS_DAYS", 365, minimum=0)
+
+# --- outgoing webhooks (connections.webhooks) -------------------------------------------------
+
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?", re.I)
+
+
+def _webhook_hosts(name: str) -> list[str]:
+    """Comma-separated host names or IP addresses, nothing else: a scheme, a port or a path
+    would never match a receiver's host, and the operator would wonder why."""
+    hosts = [h.strip() for h in (read_str(name) or "").split(",") if h.strip()]
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            if not _HOST_NAME.fullmatch(host):
+                raise ImproperlyConfigured(
+                    f"{name}: {host!r} is not a host name or an IP address (list hosts "
+                    "separated by commas, without a scheme, port or path)"
+                ) from None
+    return hosts
+
+
+# Webhook receivers on internal addresses (loopback, private, link-local, and names resolving
+# to them) are refused when an endpoint is saved and before every request, unless their host is
+# listed here; MICROSOFT_ALLOW_INTERNAL_HOSTS does not lift this rule.
+WEBHOOK_ALLOWED_HOSTS = _webhook_hosts("WEBHOOK_ALLOWED_HOSTS")
+# An endpoint whose every attempt has failed for this many days is disabled and its tenant's
+# administrators are told.
+WEBHOOK_DISABLE_AFTER_DAYS = read_int("WEBHOOK_DISABLE_AFTER_DAYS", 5)
+# How long a delivery task holds an endpoint and the deliveries it claimed: a dead worker's are
+# sent again soon after. At least as long as a batch can take (5 s of sending, then one request
+# of up to 3 + 10 s), so a live worker never loses them mid-batch.
+WEBHOOK_LEASE_SECONDS = read_int("WEBHOOK_LEASE_SECONDS", 60, minimum=20)
+# A delivery task is queued when the transaction that raised an event commits (tests that
+# deliver nothing turn this off; beat's sweep would still find the deliveries).
+WEBHOOK_DELIVER_ON_COMMIT = True
 
 # --- the customer API (portal.api) ----------------------------------------------------------
 
@@ -271,7 +309,8 @@ GRAPH_NOTIFICATION_MAX_BYTES = 1024 * 1024
 # A new connection's jobs are enqueued at once (tests that do not sync turn this off).
 GRAPHSYNC_START_ON_CONNECT = True
 
-# Celery: three queues so a backlog of syncs never delays token refreshes. Tasks are
+# Celery: three queues so a backlog of syncs never delays token refreshes, and a fourth,
+# `webhooks`, so a slow receiver never delays either. Tasks are
 # acknowledged after they finish and handed to another worker when the one running them dies,
 # so every task must be safe to run twice (they take claims and leases: docs/architecture.md,
 # "Claims and leases, never Python locks").
@@ -288,8 +327,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = (Queue("tokens"), Queue("sync"), Queue("default"))
+CELERY_TASK_QUEUES = (Queue("tokens"), Queue("sync"), Queue("default"), Queue("webhooks"))
 CELERY_TASK_ROUTES = {
+    # Named in full: Celery looks up a task's own name before the patterns below.
+    "connections.tasks.deliver_webhooks": {"queue": "webhooks"},
+    "connections.tasks.sweep_webhooks": {"queue": "webhooks"},
     "connections.tasks.*": {"queue": "tokens"},
     "graphsync.tasks.*": {"queue": "sync"},
 }
@@ -339,6 +381,12 @@ CELERY_BEAT_SCHEDULE = {
     "renew-subscriptions": {
         "task": "graphsync.tasks.renew_subscriptions",
         "schedule": timedelta(minutes=15),
+    },
+    # Finds deliveries whose task was lost, whose worker died (lease over) or whose retry is due
+    # (connections.webhooks.sweep): one indexed probe per enabled endpoint.
+    "sweep-webhooks": {
+        "task": "connections.tasks.sweep_webhooks",
+        "schedule": timedelta(seconds=10),
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

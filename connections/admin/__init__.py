@@ -8,6 +8,7 @@ from connections.admin import (  # noqa: F401 (registrations)
     audit,
     connections,
     tenants,
+    webhooks,
 )
 
 admin.site.site_header = "Graphport administration"

@@ -11,6 +11,13 @@ from connections.models.apps import (
 from connections.models.audit import AuditEvent
 from connections.models.connections import AuthorizationAttempt, Connection
 from connections.models.tenants import Member, Membership, Tenant
+from connections.models.webhooks import (
+    DeliveryAttempt,
+    EventType,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 __all__ = [
     "EXPIRY_WARNING_DAYS",
@@ -22,10 +29,15 @@ __all__ = [
     "ClientSecret",
     "ConnectSession",
     "Connection",
+    "DeliveryAttempt",
     "EntraApp",
+    "EventType",
     "Member",
     "Membership",
     "Tenant",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "validate_authority",
     "validate_guid",
 ]

@@ -39,7 +39,9 @@ MAILBOX = (Resource.MAIL, Resource.CALENDAR, Resource.CONTACTS)
 # For tests that kill workers or restart Redis: the session's worker and Redis stay out of it.
 
 
-def start_worker(log: Path, redis_url: str, name: str, queues: str = "tokens,sync,default", **env):
+def start_worker(
+    log: Path, redis_url: str, name: str, queues: str = "tokens,sync,default,webhooks", **env
+):
     """A Celery worker process like the session's `celery_worker`, on the broker `redis_url`."""
     environment = dict(
         os.environ,

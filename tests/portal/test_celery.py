@@ -23,7 +23,7 @@ def test_task_round_trip_through_a_real_worker(celery_worker, acme, globex):
 
 def test_queues_routes_and_late_acknowledgement():
     conf = app.conf
-    assert {q.name for q in conf.task_queues} == {"tokens", "sync", "default"}
+    assert {q.name for q in conf.task_queues} == {"tokens", "sync", "default", "webhooks"}
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert (
@@ -31,6 +31,9 @@ def test_queues_routes_and_late_acknowledgement():
         == "tokens"
     )
     assert app.amqp.router.route({}, "graphsync.tasks.dispatch_due_syncs")["queue"].name == "sync"
+    # Slow receivers never hold up refreshes or syncs: deliveries have a queue of their own.
+    deliver = app.amqp.router.route({}, "connections.tasks.deliver_webhooks")
+    assert deliver["queue"].name == "webhooks"
 
 
 def test_every_beat_entry_names_a_registered_task():

@@ -71,7 +71,7 @@ class Command(BaseCommand):
                     "portal",
                     "worker",
                     "-Q",
-                    "tokens,sync,default",
+                    "tokens,sync,default,webhooks",
                     "--concurrency",
                     "2",
                     "--loglevel",
