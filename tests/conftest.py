@@ -115,10 +115,15 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     from portal.celery import app
 
     deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=0.5):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the Celery worker did not start:\n{log.read_text()}")
+    try:
+        while not app.control.ping(timeout=0.5):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Celery worker did not start:\n{log.read_text()}")
+    except BaseException:
+        # Whatever stopped the wait (a broker error, a failed start), the worker and its pool
+        # must not outlive the test run.
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
     process.log_path = log  # for a test to show what the worker said
     yield process
     os.killpg(process.pid, signal.SIGTERM)
