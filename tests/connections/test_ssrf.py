@@ -280,18 +280,23 @@ def test_metadata_and_keys_are_not_fetched_through_a_redirect(
     assert target.untouched
 
 
-def test_a_graph_request_does_not_follow_a_redirect(internal_allowed, acme, redirecting):
-    source, target = redirecting
-    app = custom_app(acme.tenant, "https://login.contoso-private.example", graph=source.url)
-    connection = Connection.objects.create(
+def connected_through(app, member) -> Connection:
+    """A connection of `app` with a valid access token: Graph requests go out at once."""
+    return Connection.objects.create(
         app=app,
-        user=acme.member,
+        user=member,
         ms_tenant_id=HOME_TENANT,
         ms_object_id="0c7d8e9f-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
         access_token="graph-access-token",
         refresh_token="graph-refresh-token",
         access_token_expires_at=timezone.now() + timedelta(hours=1),
     )
+
+
+def test_a_graph_request_does_not_follow_a_redirect(internal_allowed, acme, redirecting):
+    source, target = redirecting
+    app = custom_app(acme.tenant, "https://login.contoso-private.example", graph=source.url)
+    connection = connected_through(app, acme.member)
     client = GraphClient(connection)
     try:
         with pytest.raises(GraphError) as raised:
@@ -308,15 +313,7 @@ def test_a_next_link_to_another_host_is_not_followed(internal_allowed, acme, ser
     page = {"value": [{"id": "1"}], "@odata.nextLink": f"{elsewhere.url}/v1.0/me/messages?p=2"}
     graph = serve(200, {"Content-Type": "application/json"}, json.dumps(page).encode())
     app = custom_app(acme.tenant, "https://login.contoso-private.example", graph=graph.url)
-    connection = Connection.objects.create(
-        app=app,
-        user=acme.member,
-        ms_tenant_id=HOME_TENANT,
-        ms_object_id="0c7d8e9f-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
-        access_token="graph-access-token",
-        refresh_token="graph-refresh-token",
-        access_token_expires_at=timezone.now() + timedelta(hours=1),
-    )
+    connection = connected_through(app, acme.member)
     client = GraphClient(connection)
     try:
         first = client.get_page("/me/messages", client.plan("mailbox"))
