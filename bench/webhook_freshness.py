@@ -4,9 +4,9 @@ change notifications on.
 python bench/webhook_freshness.py [--mailboxes 200] [--messages 1000] [--seconds 15] [--logs DIR]
 
 Starts its own PostgreSQL (default durability), Redis, the emulator with the mailboxes (a few
-messages each), the portal's web server in a process of its own (`manage.py runserver`, Django's
-threaded server, PORTAL_BASE_URL pointing at it: the emulator POSTs Graph's change notifications
-to its `/graph/notifications/`, one POST per change), two Celery workers (solo pool) on tokens,
+messages each), the portal's web server in a process of its own (gunicorn, eight threads,
+PORTAL_BASE_URL pointing at it: the emulator POSTs Graph's change notifications to its
+`/graph/notifications/`, batched as Graph batches them), two Celery workers (solo pool) on tokens,
 sync, default and webhooks, and a receiver: a threaded HTTP server on
 loopback in this process that checks each request's Standard Webhooks signature and notes when
 each `sync.completed` arrived. No beat: only notifications start runs (with a subscription the
@@ -158,12 +158,18 @@ def receiving() -> Iterator[Receiver]:
 
 @contextlib.contextmanager
 def portal_server(env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """The portal as Microsoft reaches it: Django's threaded server in a process of its own."""
+    """The portal as Microsoft reaches it: gunicorn, one process of eight threads, each keeping
+    its database connection (Django's development server opens one per request)."""
     port = urlsplit(env["PORTAL_BASE_URL"]).port
     log = Path(env["_BENCH_WORKDIR"]) / "portal.log"
+    command = [
+        *(sys.executable, "-m", "gunicorn", "portal.wsgi"),
+        *("--worker-class", "gthread", "--workers", "1", "--threads", "8"),
+        *("--bind", f"127.0.0.1:{port}", "--access-logfile", "-"),
+    ]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            command,
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,

@@ -75,7 +75,8 @@ def _store(
         "tenant": tenant_id,
         "data": data,
     }
-    with transaction.atomic():
+    # Without a savepoint: an error here rolls back the caller's change as well, as it must.
+    with transaction.atomic(savepoint=False):
         event = WebhookEvent.objects.create(
             public_id=public_id,
             tenant_id=tenant_id,

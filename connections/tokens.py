@@ -139,23 +139,29 @@ def needs_keepalive(connection: Connection, now: datetime | None = None) -> bool
 
 def access_token(connection_id: int) -> str:
     """A valid access token for the connection, refreshed first when it is due."""
+    return usable_token(connection_id).access_token
+
+
+def usable_token(connection_id: int) -> Connection:
+    """The connection with a valid access token (and its expiry), refreshed first when it is
+    due."""
     connection = Connection.objects.select_related("app").get(pk=connection_id)
     now = timezone.now()
     # While the app's credentials are broken its refreshes pause, but a token Microsoft issued
     # earlier stays good until it expires.
     usable = is_fresh(connection, now) or (_paused(connection) and _still_valid(connection))
     if usable and connection.status in Connection.LIVE_STATUSES:
-        return connection.access_token
+        return connection
     _check_usable(connection)
     wait = _held(connection, now)
     if wait is not None:
         # Backing off, or a request went out moments ago: no need to queue for the row lock.
-        return _wait_out(connection, wait).access_token
+        return _wait_out(connection, wait)
     try:
-        return refresh(connection_id, paced=True).access_token
+        return refresh(connection_id, paced=True)
     except TransientFailure:
         if _still_valid(connection):
-            return connection.access_token  # the endpoint failed for now; this token still works
+            return connection  # the endpoint failed for now; this token still works
         raise
 
 

@@ -154,7 +154,8 @@ def _slice(endpoint_id: int, owner: str) -> Report:
         if not WebhookEndpoint.objects.renew(endpoint_id, owner, until):
             report.stopped = "disabled or lease lost"
             break
-        batch = _claim(endpoint_id, until, min(CLAIM_BATCH, SLICE_DELIVERIES - report.sent))
+        wanted = min(CLAIM_BATCH, SLICE_DELIVERIES - report.sent)
+        batch = _claim(endpoint_id, until, wanted)
         if not batch:
             break
         attempts: list[Attempt] = []
@@ -167,7 +168,9 @@ def _slice(endpoint_id: int, owner: str) -> Report:
         report.sent += len(attempts)
         report.delivered += sum(attempt.ok for attempt in attempts)
         report.stopped = _settle(endpoint, attempts, batch[len(attempts) :])
-        if report.stopped:
+        if report.stopped or len(batch) < wanted:
+            # A short batch was all that was due: what commits from now on, the check after
+            # the release finds (deliver), without another claim here.
             break
     return report
 

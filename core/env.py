@@ -23,6 +23,8 @@ _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
 DATABASE_SCHEMES = {"sqlite", "postgres", "postgresql", "pgsql"}
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
+# Seconds a database connection is kept open for reuse: opening one costs PostgreSQL a process.
+DATABASE_CONN_MAX_AGE = 600
 
 
 def _raw(name: str) -> str | None:
@@ -113,6 +115,21 @@ def read_database(name: str, default: str) -> dict:
     config = environ.Env.db_url_config(value)
     if scheme != "sqlite" and not config.get("NAME"):
         raise ImproperlyConfigured(f"{name}: {value!r} names no database")
+    # Connections are kept open between requests and tasks, and checked before they are used
+    # again (docs/architecture.md, "Database connections"); the URL's query may say otherwise.
+    age = config.get("CONN_MAX_AGE", DATABASE_CONN_MAX_AGE)
+    if not isinstance(age, int) or isinstance(age, bool) or age < 0:
+        raise ImproperlyConfigured(
+            f"{name}: conn_max_age must be a number of seconds (0 closes after each request), "
+            f"got {age!r}"
+        )
+    config["CONN_MAX_AGE"] = age
+    checks = str(config.get("CONN_HEALTH_CHECKS", "true")).lower()
+    if checks not in _TRUE | _FALSE:
+        raise ImproperlyConfigured(
+            f"{name}: conn_health_checks must be true or false, got {checks!r}"
+        )
+    config["CONN_HEALTH_CHECKS"] = checks in _TRUE
     return config
 
 

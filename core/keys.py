@@ -43,6 +43,12 @@ def webhook_budget(address: str) -> str:
     return f"{PREFIX}webhook-budget:{address}"
 
 
+def webhook_junk(address: str) -> str:
+    """Notifications from one address dropped in the current window (unknown subscription, wrong
+    clientState: graphsync.webhooks)."""
+    return f"{PREFIX}webhook-junk:{address}"
+
+
 def api_rate(key_id: int) -> str:
     """Requests of one API key in the current minute (portal.api.auth): a count that lives as
     long as the window."""

@@ -27,14 +27,14 @@ def client_ip(request: HttpRequest) -> str | None:
         return None
 
 
-def over_budget(key: str, limit: int, window_seconds: int) -> float | None:
-    """Count one request under `key` in a fixed window; the seconds until the window ends when
-    the count is over `limit`, else None. Without Redis nothing is counted and None is
-    answered: the request goes on (and if it needs Redis, it says so)."""
+def over_budget(key: str, limit: int, window_seconds: int, cost: int = 1) -> float | None:
+    """Count `cost` (one request, say; 0 only looks) under `key` in a fixed window; the seconds
+    until the window ends when the count is over `limit`, else None. Without Redis nothing is
+    counted and None is answered: the request goes on (and if it needs Redis, it says so)."""
     try:
         with redis_client.shared().pipeline() as pipe:
             pipe.set(key, 0, ex=window_seconds, nx=True)
-            pipe.incr(key)
+            pipe.incrby(key, cost)
             pipe.pttl(key)
             _, count, ttl_ms = pipe.execute()
     except redis.RedisError:

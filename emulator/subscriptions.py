@@ -57,6 +57,16 @@ CHANGE_TYPES = {
 ALL_CHANGE_TYPES = {"created", "updated", "deleted"}
 FOLDER = re.compile(r"^mailfolders(?:\('([^']+)'\)|/([^/]+))/messages$", re.IGNORECASE)
 CONTACT_FOLDER = re.compile(r"^contactfolders(?:\('([^']+)'\)|/([^/]+))/contacts$", re.IGNORECASE)
+# Delivery, as Graph does it (docs/microsoft.md, "Change notifications"): notifications for one
+# notificationUrl that arrive while deliveries to it are under way wait and go together in the
+# next POST's `value` (at most BATCH_MAX), with at most IN_FLIGHT POSTs per URL at once; a POST
+# not answered 2xx (429, 5xx, no answer within TIMEOUT_SECONDS) is sent again after its
+# Retry-After or a growing pause, for up to RETRY_SECONDS.
+BATCH_MAX = 100
+IN_FLIGHT = 4
+TIMEOUT_SECONDS = 10
+RETRY_SECONDS = 4 * 3600
+RETRY_PAUSE_MAX = 60
 
 
 def parse_time(value: str) -> float:
@@ -120,6 +130,7 @@ class Subscriptions:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     session: aiohttp.ClientSession | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    outboxes: dict[str, Outbox] = field(default_factory=dict)  # by notificationUrl
 
     def http(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:
@@ -127,6 +138,10 @@ class Subscriptions:
         return self.session
 
     def close(self) -> None:
+        """Replaced by a new scenario: deliveries still waiting or retrying are dropped."""
+        for task in list(self.tasks):
+            task.cancel()
+        self.outboxes.clear()
         if self.session is not None and not self.session.closed:
             task = asyncio.get_event_loop().create_task(self.session.close())
             self.tasks.add(task)
@@ -294,7 +309,23 @@ class Subscriptions:
             if coll.key == sub.key_prefix or (
                 sub.key_prefix.endswith(":") and coll.key.startswith(sub.key_prefix)
             ):
-                self.spawn(self.deliver(sub, seen_as, item_id, item))
+                self.queue(sub.notification_url, self.item(sub, seen_as, item_id, item))
+
+    def queue(self, url: str, item: dict[str, Any]) -> None:
+        outbox = self.outboxes.setdefault(url, Outbox())
+        outbox.pending.append(item)
+        if outbox.senders < IN_FLIGHT:
+            outbox.senders += 1
+            self.spawn(self.send_pending(url, outbox))
+
+    async def send_pending(self, url: str, outbox: Outbox) -> None:
+        try:
+            while outbox.pending:
+                batch = outbox.pending[:BATCH_MAX]
+                del outbox.pending[:BATCH_MAX]
+                await self.post(url, {"value": batch}, "change")
+        finally:
+            outbox.senders -= 1
 
     def spawn(self, coro: Any) -> None:
         try:
@@ -305,9 +336,10 @@ class Subscriptions:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def notification(
+    def item(
         self, sub: Subscription, change_type: str, item_id: str, item: Item | None
     ) -> dict[str, Any]:
+        """One notification, as it stands in a delivery's `value`."""
         if sub.user_id is None:
             resource = f"{SEGMENTS[sub.family]}/{item_id}"
         else:
@@ -323,44 +355,61 @@ class Subscriptions:
         if sub.user_id is None:
             data["organizationId"] = sub.tenant_id
         return {
-            "value": [
-                {
-                    "id": secrets.token_urlsafe(10),
-                    "subscriptionId": sub.id,
-                    "subscriptionExpirationDateTime": format_time(sub.expires_at),
-                    "clientState": sub.client_state,
-                    "changeType": change_type,
-                    "resource": resource,
-                    "tenantId": sub.tenant_id,
-                    "resourceData": data,
-                }
-            ]
+            "id": secrets.token_urlsafe(10),
+            "subscriptionId": sub.id,
+            "subscriptionExpirationDateTime": format_time(sub.expires_at),
+            "clientState": sub.client_state,
+            "changeType": change_type,
+            "resource": resource,
+            "tenantId": sub.tenant_id,
+            "resourceData": data,
         }
 
-    async def post(self, url: str, body: dict[str, Any], kind: str, sub_id: str) -> int:
+    async def post(self, url: str, body: dict[str, Any], kind: str, retry: bool = True) -> int:
+        """POST `body` until it is answered 2xx or RETRY_SECONDS have passed (once only without
+        `retry`); each attempt is noted in `deliveries`. The last status (0: no answer)."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            status, retry_after = await self.attempt(url, body, kind, attempt)
+            if 200 <= status < 300 or not retry:
+                return status
+            pause = retry_after if retry_after is not None else 2 ** min(attempt - 1, 6)
+            pause = min(pause, RETRY_PAUSE_MAX)
+            if time.monotonic() + pause - started > RETRY_SECONDS:
+                return status
+            await asyncio.sleep(pause)
+
+    async def attempt(
+        self, url: str, body: dict[str, Any], kind: str, attempt: int
+    ) -> tuple[int, float | None]:
         record: dict[str, Any] = {
             "kind": kind,
             "url": url,
-            "subscription_id": sub_id,
+            "subscription_ids": sorted({item["subscriptionId"] for item in body["value"]}),
             "body": body,
+            "attempt": attempt,
             "status": None,
         }
         self.deliveries.append(record)
         try:
             async with self.http().post(
-                url, json=body, timeout=aiohttp.ClientTimeout(total=10)
+                url, json=body, timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
             ) as resp:
                 record["status"] = resp.status
-                return resp.status
+                return resp.status, retry_after_seconds(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             record["error"] = type(exc).__name__
-            return 0
+            return 0, None
 
     async def deliver(
         self, sub: Subscription, change_type: str, item_id: str, item: Item | None
     ) -> int:
-        body = self.notification(sub, change_type, item_id, item)
-        return await self.post(sub.notification_url, body, "change", sub.id)
+        """One notification in a POST of its own, sent once, now (the control API's `notify`,
+        which answers with its status)."""
+        body = {"value": [self.item(sub, change_type, item_id, item)]}
+        return await self.post(sub.notification_url, body, "change", retry=False)
 
     async def lifecycle(self, sub_id: str, event: str) -> int:
         sub = self.items.get(sub_id)
@@ -384,4 +433,21 @@ class Subscriptions:
         elif event == "reauthorizationRequired":
             sub.needs_reauthorization = True
         url = sub.lifecycle_url or sub.notification_url
-        return await self.post(url, body, f"lifecycle:{event}", sub.id)
+        # Sent once: the control API that fires it answers with its status.
+        return await self.post(url, body, f"lifecycle:{event}", retry=False)
+
+
+@dataclass
+class Outbox:
+    """Notifications waiting for a POST to one notificationUrl."""
+
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    senders: int = 0
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After in seconds; None when absent or not a number of seconds."""
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None

@@ -255,11 +255,10 @@ class GraphClient:
             or self._token_until is None
             or self._token_until - now < TOKEN_MARGIN
         ):
-            self._token = tokens.access_token(self.connection.pk)
-            self._token_until = (
-                Connection.objects.filter(pk=self.connection.pk)
-                .values_list("access_token_expires_at", flat=True)
-                .first()
+            connection = tokens.usable_token(self.connection.pk)
+            self._token, self._token_until = (
+                connection.access_token,
+                connection.access_token_expires_at,
             )
         return self._token
 

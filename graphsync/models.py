@@ -301,11 +301,12 @@ class SyncRun(models.Model):
         )
 
     def finish(self, outcome: str, error: str = "", **figures: Any) -> None:
-        """End the run. A run that wrote anything recounts its job's live records: pages move
-        the count as they go, but a record back after a deletion counts as updated there."""
+        """End the run. Pages move the job's live count as they go, but a record back after a
+        deletion counts as updated there: a run that updated anything recounts its job's live
+        records (one scan of its index; runs that only add or delete, most of them, skip it)."""
         self._self().update(outcome=outcome, error=error, finished_at=timezone.now(), **figures)
         self.refresh_from_db()
-        if self.created or self.updated or self.deleted:
+        if self.updated:
             SyncJob.objects.filter(pk=self.job_id).recount()
 
 

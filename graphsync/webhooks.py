@@ -7,9 +7,12 @@ most), a notification is acknowledged with 202 once graphsync.notifications has 
 read up to GRAPH_NOTIFICATION_MAX_BYTES and may hold notifications.MAX_ITEMS. What does not check
 out is answered 202 as well, so a sender learns nothing about which subscriptions exist.
 
-The URLs are public, so each sending address has a request budget, counted in Redis so that all
-web processes share it; past it the answer is 429 with Retry-After (Graph retries a delivery that
-failed for up to four hours).
+The URLs are public, so each sending address has two budgets, counted in Redis so that all web
+processes share them: requests (GRAPH_NOTIFICATION_BUDGET per window, generous: a large fleet of
+subscriptions is a lot of traffic from few Microsoft addresses), and notifications that did not
+check out (JUNK_BUDGET: Graph sends those only for a subscription just deleted, so an address
+sending many is guessing). Past either, the answer is 429 with Retry-After (Graph retries a
+delivery that failed for up to four hours).
 """
 
 from __future__ import annotations
@@ -30,11 +33,10 @@ from graphsync import notifications
 logger = logging.getLogger(__name__)
 
 MAX_TOKEN_LENGTH = 1024  # Graph's tokens are a sentence and a GUID
-# Requests per sending address and window, both webhooks together. Graph batches notifications,
-# so even a busy fleet of subscriptions reaches us in far fewer requests than this from any one
-# of Microsoft's senders; one address sending more is not Graph in normal operation.
-BUDGET_REQUESTS = 500
+# The window of both budgets, both webhooks together.
 BUDGET_WINDOW_SECONDS = 10
+# Dropped notifications per sending address and window.
+JUNK_BUDGET = 1000
 
 
 def sender(request: HttpRequest) -> str:
@@ -52,11 +54,25 @@ def sender(request: HttpRequest) -> str:
 
 
 def over_budget(address: str) -> float | None:
-    """Count a request from `address`; the seconds until its window ends when it is over the
+    """Count a request from `address`; the seconds until its window ends when it is over either
     budget, else None (also without Redis: core.ratelimit)."""
-    return ratelimit.over_budget(
-        keys.webhook_budget(address), BUDGET_REQUESTS, BUDGET_WINDOW_SECONDS
+    requests = ratelimit.over_budget(
+        keys.webhook_budget(address),
+        settings.GRAPH_NOTIFICATION_BUDGET,
+        BUDGET_WINDOW_SECONDS,
     )
+    if requests is not None:
+        return requests
+    return ratelimit.over_budget(
+        keys.webhook_junk(address), JUNK_BUDGET, BUDGET_WINDOW_SECONDS, cost=0
+    )
+
+
+def count_junk(address: str, dropped: int) -> None:
+    if dropped:
+        ratelimit.over_budget(
+            keys.webhook_junk(address), JUNK_BUDGET, BUDGET_WINDOW_SECONDS, cost=dropped
+        )
 
 
 def _too_many(retry_in: float) -> HttpResponse:
@@ -65,7 +81,9 @@ def _too_many(retry_in: float) -> HttpResponse:
     return response
 
 
-def _receive(request: HttpRequest, accept: Callable[[list[dict]], object]) -> HttpResponse:
+def _receive(
+    request: HttpRequest, accept: Callable[[list[dict]], notifications.Delivery]
+) -> HttpResponse:
     address = sender(request)
     retry_in = over_budget(address)
     if retry_in is not None:
@@ -99,7 +117,7 @@ def _receive(request: HttpRequest, accept: Callable[[list[dict]], object]) -> Ht
             status=413,
             content_type="text/plain",
         )
-    accept(items)
+    count_junk(address, accept(items).dropped)
     return HttpResponse(status=202)
 
 

@@ -2,12 +2,17 @@
 
 `BrokerTransport` is kombu's Redis transport with one repair, chosen by CELERY_BROKER_TRANSPORT:
 without it a worker exits for good when Redis restarts while it holds unacknowledged messages.
+
+A task is to a worker what a request is to the web process: its database connection is kept
+for the next one (CONN_MAX_AGE) and checked before reuse (CONN_HEALTH_CHECKS), by Django's own
+`close_old_connections` at the start and end of every task. Celery's Django fixup would close it
+around every task, so CELERY_DB_REUSE_MAX makes that an occasional recycle.
 """
 
 import os
 from queue import Empty
 
-from celery import Celery
+from celery import Celery, signals
 from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -46,3 +51,13 @@ class BrokerTransport(kombu_redis.Transport):
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _database_connections_like_requests(task, **kwargs) -> None:
+    from django.db import close_old_connections
+
+    # An eager task runs inside its caller, and inside its caller's transaction (tests).
+    if not getattr(task.request, "is_eager", False):
+        close_old_connections()

@@ -306,6 +306,8 @@ GRAPH_SAFETY_POLL_SECONDS = 6 * 3600
 GRAPH_NOTIFICATION_DELAY_SECONDS = 1.0
 # The largest notification body accepted; Graph's batches are far smaller.
 GRAPH_NOTIFICATION_MAX_BYTES = 1024 * 1024
+# Requests to the webhooks per sending address in 10 seconds (graphsync.webhooks).
+GRAPH_NOTIFICATION_BUDGET = read_int("GRAPH_NOTIFICATION_BUDGET", 3000)
 # A new connection's jobs are enqueued at once (tests that do not sync turn this off).
 GRAPHSYNC_START_ON_CONNECT = True
 
@@ -345,6 +347,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 5,
     "socket_timeout": 30,
 }
+# Database connections outlive tasks (portal.celery): Celery's Django fixup would close them
+# around every task, costing PostgreSQL a new process each time; with this it does so only every
+# this many tasks.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_TIME_LIMIT = 30 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 25 * 60
 # Workers and beat ride out a broker outage however long it lasts, reconnecting by themselves

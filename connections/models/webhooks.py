@@ -60,11 +60,11 @@ class EndpointQuerySet(models.QuerySet):
     def claim(self, pk: int, owner: str, until: datetime) -> bool:
         """Take the endpoint's lease with a conditional UPDATE: False when another task holds
         it or the endpoint is disabled. A dead worker's lease runs out, then anyone may. The
-        task is no longer queued: events from now on may queue the next one."""
+        queued mark stays while the task runs: what events commit meanwhile, the task claims
+        in its next batch, or sees after its release (connections.webhooks.deliver), so they
+        need no task of their own, which would only find the endpoint taken."""
         free = Q(leased_until__isnull=True) | Q(leased_until__lt=timezone.now())
-        taken = self.filter(free, pk=pk, enabled=True).update(
-            lease_owner=owner, leased_until=until, task_queued_at=None
-        )
+        taken = self.filter(free, pk=pk, enabled=True).update(lease_owner=owner, leased_until=until)
         return bool(taken)
 
     def renew(self, pk: int, owner: str, until: datetime) -> bool:
@@ -74,8 +74,9 @@ class EndpointQuerySet(models.QuerySet):
         return bool(held.update(leased_until=until))
 
     def release(self, pk: int, owner: str) -> None:
-        """Give the lease up. A task queued while it was held found it taken and ended, so its
-        mark goes too: the holder decides next whether another task is due."""
+        """Give the lease up, and the queued mark with it (a task queued while the lease was
+        held found it taken and ended): the holder decides next whether another task is due,
+        and events from now on may queue one."""
         self.filter(pk=pk, lease_owner=owner).update(
             lease_owner="", leased_until=None, task_queued_at=None
         )

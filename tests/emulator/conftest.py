@@ -6,6 +6,7 @@ import copy
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -167,12 +168,17 @@ def app_token(emu: RunningEmulator, tenant: str = CONTOSO) -> str:
 
 
 class Receiver:
-    """A webhook endpoint on loopback: echoes validation tokens, records notifications."""
+    """A webhook endpoint on loopback: echoes validation tokens, records notifications (each
+    request with the time it came). It answers 202, or the next of `answers` ((status,
+    Retry-After or None)) while any are left, after `pause` seconds."""
 
-    def __init__(self, echo: bool = True) -> None:
+    def __init__(self, echo: bool = True, pause: float = 0.0) -> None:
         self.echo = echo
+        self.pause = pause
+        self.answers: list[tuple[int, str | None]] = []
         self.received: list[dict[str, Any]] = []
         self.validations: list[str] = []
+        self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -190,8 +196,18 @@ class Receiver:
                     self.end_headers()
                     self.wfile.write(reply)
                     return
-                receiver.received.append({"path": self.path, "body": json.loads(body)})
-                self.send_response(202)
+                arrived = time.monotonic()
+                time.sleep(receiver.pause)
+                with receiver.lock:
+                    status, retry_after = (
+                        receiver.answers.pop(0) if receiver.answers else (202, None)
+                    )
+                    receiver.received.append(
+                        {"path": self.path, "body": json.loads(body), "at": arrived}
+                    )
+                self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -202,6 +218,12 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def notes(self, path: str = "/notify") -> list[dict[str, Any]]:
+        """Every notification received at `path`, in the order they came, whatever the batch."""
+        return [
+            note for r in list(self.received) if r["path"] == path for note in r["body"]["value"]
+        ]
 
     def close(self) -> None:
         self.server.shutdown()

@@ -128,14 +128,45 @@ def test_contact_subscriptions_watch_the_mailbox_or_one_folder(emulator, token, 
     assert unknown.status_code == 400
     in_default = emulator.control.add_items(ADELE, "contacts")[0]
     in_folder = emulator.control.add_items(ADELE, "contacts", folder=folder)[0]
-    assert wait_for(lambda: len(receiver.received) >= 3)
+    assert wait_for(lambda: len(receiver.notes()) >= 3)
     time.sleep(0.2)  # nothing more is on its way
-    seen = {
-        (r["body"]["value"][0]["subscriptionId"], r["body"]["value"][0]["resourceData"]["id"])
-        for r in receiver.received
-    }
+    seen = {(note["subscriptionId"], note["resourceData"]["id"]) for note in receiver.notes()}
     assert seen == {
         (everything.json()["id"], in_default),
         (everything.json()["id"], in_folder),
         (one.json()["id"], in_folder),
     }
+
+
+def test_notifications_arriving_during_a_delivery_go_together_in_the_next(emulator, token):
+    slow = Receiver(pause=0.3)
+    try:
+        sub = subscribe(emulator, token, slow).json()
+        added = []
+        for _ in range(8):
+            added += emulator.control.add_items(ADELE, "messages", count=5)
+        assert wait_for(lambda: len(slow.notes()) == 40, timeout=10)
+        time.sleep(0.4)  # nothing more is on its way
+        posts = [r for r in slow.received if r["path"] == "/notify"]
+    finally:
+        slow.close()
+    # Every one once; in any order, as with Graph (several POSTs are under way at once).
+    assert sorted(note["resourceData"]["id"] for note in slow.notes()) == sorted(added)
+    assert {note["subscriptionId"] for note in slow.notes()} == {sub["id"]}
+    # A few go at once while the receiver is busy; the rest wait and go in batches.
+    assert len(posts) < 20
+    assert max(len(r["body"]["value"]) for r in posts) > 1
+
+
+def test_a_delivery_refused_or_failed_is_sent_again(emulator, token, receiver):
+    subscribe(emulator, token, receiver)
+    receiver.answers = [(429, "1"), (503, None)]
+    [new_id] = emulator.control.add_items(ADELE, "messages", count=1)
+    assert wait_for(lambda: len(receiver.notes()) == 3, timeout=10)
+    first, second, third = (r for r in receiver.received if r["path"] == "/notify")
+    assert first["body"] == second["body"] == third["body"]
+    assert receiver.notes()[0]["resourceData"]["id"] == new_id
+    assert second["at"] - first["at"] >= 0.9  # its Retry-After
+    assert third["at"] - second["at"] >= 1.8  # no Retry-After: a pause growing with each try
+    log = [d for d in emulator.control.subscriptions()["deliveries"] if d["kind"] == "change"]
+    assert [(d["attempt"], d["status"]) for d in log] == [(1, 429), (2, 503), (3, 202)]

@@ -127,7 +127,7 @@ def test_a_named_contact_folder_syncs_its_own_contacts_and_is_watched(portal, mi
     changes = [
         d
         for d in microsoft.control.subscriptions()["deliveries"]
-        if d["kind"] == "change" and d["subscription_id"] == sub.graph_id
+        if d["kind"] == "change" and sub.graph_id in d["subscription_ids"]
     ]
     assert len(changes) == 1
 

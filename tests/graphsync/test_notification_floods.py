@@ -25,13 +25,32 @@ NEIGHBOUR = "203.0.113.8"
 @pytest.fixture(autouse=True)
 def fresh_budgets():
     client = redis.Redis.from_url(django_settings.REDIS_URL)
-    found = list(client.scan_iter(keys.webhook_budget("*")))
-    if found:
-        client.delete(*found)
+
+    def forget() -> None:
+        for pattern in (keys.webhook_budget("*"), keys.webhook_junk("*")):
+            found = list(client.scan_iter(pattern))
+            if found:
+                client.delete(*found)
+
+    forget()
     yield
-    found = list(client.scan_iter(keys.webhook_budget("*")))
-    if found:
-        client.delete(*found)
+    forget()
+
+
+@pytest.fixture
+def known(acme):
+    """A subscription of Acme's inbox job, its clientState "the-real-client-state"."""
+    job = SyncJob.objects.create(
+        connection=acme.connection, tenant=acme.tenant, resource=Resource.MAIL, folder="inbox"
+    )
+    return Subscription.objects.create(
+        job=job,
+        tenant=acme.tenant,
+        graph_id="known-sub",
+        resource="me/mailFolders('inbox')/messages",
+        change_types="created",
+        client_state="the-real-client-state",
+    )
 
 
 def post(client, name: str, items: list[dict], address: str = FLOODER, **extra):
@@ -61,18 +80,9 @@ def test_the_lifecycle_url_has_the_same_cap(client):
     assert post(client, "graph-lifecycle", items[:-1]).status_code == 202
 
 
-def test_dropped_notifications_are_logged_in_one_summary_line_without_secrets(client, caplog, acme):
-    job = SyncJob.objects.create(
-        connection=acme.connection, tenant=acme.tenant, resource=Resource.MAIL, folder="inbox"
-    )
-    Subscription.objects.create(
-        job=job,
-        tenant=acme.tenant,
-        graph_id="known-sub",
-        resource="me/mailFolders('inbox')/messages",
-        change_types="created",
-        client_state="the-real-client-state",
-    )
+def test_dropped_notifications_are_logged_in_one_summary_line_without_secrets(
+    client, caplog, known
+):
     caplog.set_level(logging.INFO, logger="graphsync.notifications")
     items = [{"subscriptionId": f"unknown-{n}", "clientState": "guess"} for n in range(997)]
     items += [{"subscriptionId": "known-sub", "clientState": "a-wrong-one"}] * 3
@@ -93,8 +103,8 @@ def test_dropped_notifications_are_logged_in_one_summary_line_without_secrets(cl
     assert Subscription.objects.get(graph_id="known-sub").notification_count == 0
 
 
-def test_one_address_past_its_budget_gets_429_with_retry_after(client):
-    budget = webhooks.BUDGET_REQUESTS
+def test_one_address_past_its_budget_gets_429_with_retry_after(client, settings):
+    settings.GRAPH_NOTIFICATION_BUDGET = budget = 40
     # Graph-like traffic, the whole budget in a burst, goes through.
     statuses = {post(client, "graph-notifications", []).status_code for _ in range(budget)}
     assert statuses == {202}
@@ -107,6 +117,24 @@ def test_one_address_past_its_budget_gets_429_with_retry_after(client):
     handshake = reverse("graph-notifications") + "?validationToken=hello"
     assert client.post(handshake, REMOTE_ADDR=FLOODER).status_code == 429
     assert post(client, "graph-notifications", [], address=NEIGHBOUR).status_code == 202
+
+
+def test_an_address_sending_notifications_that_do_not_check_out_is_cut_off(client, known):
+    guesses = [{"subscriptionId": f"guess-{n}", "clientState": "x"} for n in range(600)]
+    # 1,200 dropped: past the budget, counted once the second request has been answered.
+    assert post(client, "graph-notifications", guesses).status_code == 202
+    assert post(client, "graph-notifications", guesses).status_code == 202
+    refused = post(client, "graph-notifications", guesses[:1])
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= webhooks.BUDGET_WINDOW_SECONDS
+    assert post(client, "graph-lifecycle", []).status_code == 429
+    assert post(client, "graph-notifications", guesses[:1], address=NEIGHBOUR).status_code == 202
+
+    # Notifications that check out cost no junk budget, however many.
+    genuine = [{"subscriptionId": "known-sub", "clientState": "the-real-client-state"}] * 1000
+    for _ in range(3):
+        assert post(client, "graph-notifications", genuine, address=NEIGHBOUR).status_code == 202
+    assert Subscription.objects.get(pk=known.pk).notification_count == 3000
 
 
 def test_forwarded_for_is_trusted_only_behind_a_configured_proxy(settings):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from connections.models import Connection
@@ -40,3 +41,26 @@ def test_every_beat_entry_names_a_registered_task():
     app.loader.import_default_modules()
     for name, entry in app.conf.beat_schedule.items():
         assert entry["task"] in app.tasks, name
+
+
+def test_a_worker_keeps_its_database_connection_from_task_to_task(celery_worker, acme):
+    """Opening a PostgreSQL connection costs a process: a worker's outlives its task."""
+
+    def run_tasks(count: int) -> None:
+        for _ in range(count):
+            assert dispatch_token_refreshes.delay().get(timeout=30) == 0
+
+    run_tasks(6)  # every worker process has run one, most likely
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        [(between,)] = cursor.fetchall()
+    run_tasks(6)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_start < %s AND state_change > %s",
+            [between, between],
+        )
+        [(reused,)] = cursor.fetchall()
+    # Opened before the second round and used during it; closed around every task, none would be.
+    assert reused >= 1

@@ -60,6 +60,8 @@ def test_good_configuration_starts():
         ("SECRET_KEY", "django-insecure-" + "abcdefghij" * 5, "too weak"),
         ("GRAPH_BUDGETS_JSON", '{"mailbox": {"limt": 5}}', "takes an object with"),
         ("GRAPH_BUDGETS_JSON", '{"mailbox": {"limit": 0}}', "a budget needs limit >= 1"),
+        ("DATABASE_URL", "postgres://u@h:5432/n?conn_max_age=soon", "conn_max_age must be"),
+        ("DATABASE_URL", "postgres://u@h:5432/n?conn_health_checks=maybe", "must be true or"),
     ],
 )
 def test_malformed_value_stops_startup_naming_the_variable(variable, value, words):
@@ -102,3 +104,21 @@ def test_production_cookies_and_headers_over_https():
     assert result.stdout.strip() == (
         "True True True True ['portal.example.com'] ['https://portal.example.com']"
     )
+
+
+def test_database_connections_are_kept_and_checked_unless_the_url_says_otherwise():
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "d = s.DATABASES['default']; print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
+    )
+
+    def read(url: str) -> str:
+        env = dict(os.environ, **GOOD) | {"DATABASE_URL": url}
+        result = subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert read("postgres://u:p@h:5432/n") == "600 True"
+    assert read("postgres://u:p@h:5432/n?conn_max_age=0&conn_health_checks=false") == "0 False"
