@@ -501,7 +501,8 @@ def _complete_admin_consent(
         connection.kind = Connection.Kind.APPLICATION
         connection.display_name = f"{app.name} (app-only)"
         _apply_token(connection, token, now)
-        connection.granted_scopes = params.get("scope") or app.app_only_scope
+        if token.get("roles") is None:  # a token we cannot read: what the consent said
+            connection.granted_scopes = params.get("scope") or app.app_only_scope
         connection.save()
         audit.record(
             AuditEvent.Kind.CONSENT_GRANTED,

@@ -13,7 +13,9 @@ every failure to connect reads the same, so the app's page cannot be used to pro
 
 from __future__ import annotations
 
+import base64
 import enum
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -399,7 +401,7 @@ def app_token(
     """A client-credentials token (application permissions): `scope` must be `{graph}/.default`.
     `credential` is the client's proof: a secret or a signed assertion, as body fields."""
     session = _session(BackendApplicationClient(client_id=client_id))
-    return _fetch(
+    token = _fetch(
         session,
         token_url,
         scope=[scope],
@@ -407,6 +409,26 @@ def app_token(
         client_id=client_id,
         **credential,
     )
+    token["roles"] = token_roles(token.get("access_token"))
+    return token
+
+
+def token_roles(access_token: Any) -> list[str] | None:
+    """The application permissions (`roles`) an app-only access token carries, read from its
+    payload without checking the signature: Graph checks that, Graphport only learns from it
+    what the tenant's administrator granted (docs/microsoft.md, "Organisation-wide sync").
+    None when the token is not a JWT that can be read (Microsoft promises no format)."""
+    if not isinstance(access_token, str) or access_token.count(".") != 2:
+        return None
+    payload = access_token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, TypeError):
+        return None
+    roles = claims.get("roles", []) if isinstance(claims, dict) else None
+    if not isinstance(roles, list):
+        return None
+    return [str(role) for role in roles if isinstance(role, str)][:200]
 
 
 def authorization_url(

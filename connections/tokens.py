@@ -383,6 +383,8 @@ def token_fields(token: dict[str, Any], now: datetime) -> dict[str, Any]:
     scope = token.get("scope")
     if scope:
         fields["granted_scopes"] = scope if isinstance(scope, str) else " ".join(scope)
+    if token.get("roles") is not None:  # an app token: its application permissions
+        fields["granted_scopes"] = " ".join(token["roles"])
     return fields
 
 

@@ -269,14 +269,34 @@ class Tokens:
         roles: list[str],
     ) -> AccessToken:
         now = time.time()
+        expires_at = now + self.lifetime()
+        if user_id is None:
+            # An app-only token for Graph is a JWT whose `roles` claim lists the application
+            # permissions granted (clients may read it; Graph checks the signature).
+            value = self.world.keys.sign(
+                {
+                    "aud": "https://graph.microsoft.com",
+                    "iss": f"https://sts.windows.net/{tenant_id}/",
+                    "iat": int(now),
+                    "nbf": int(now),
+                    "exp": int(expires_at),
+                    "appid": client_id,
+                    "tid": tenant_id,
+                    "roles": list(roles),
+                    "idtyp": "app",
+                    "uti": secrets.token_urlsafe(16),
+                }
+            )
+        else:
+            value = "EwA" + secrets.token_urlsafe(90)
         token = AccessToken(
-            "EwA" + secrets.token_urlsafe(90),
+            value,
             tenant_id,
             user_id,
             client_id,
             scopes,
             roles,
-            now + self.lifetime(),
+            expires_at,
             now,
         )
         self.access[token.token] = token

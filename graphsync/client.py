@@ -152,6 +152,17 @@ class Plan:
     def scopes(self) -> tuple[Scope, ...]:
         return tuple(self.budgets)
 
+    @property
+    def cooled(self) -> tuple[Scope, ...]:
+        """The scopes a 429 or 503 to this request cools down: its own (the mailbox, the
+        tenant's directory or drive), not the app-wide one shared by every mailbox and tenant.
+        Graph's answer does not say which limit was hit; the app-wide limit is far above what
+        the app budget lets through, so the narrow one is the likely culprit, and cooling the
+        app would stop every other mailbox of an organisation-wide sync for one mailbox's 429.
+        A plan of the app scope alone cools that."""
+        narrow = tuple(scope for scope in self.budgets if scope.kind != "app")
+        return narrow or self.scopes
+
 
 @dataclass
 class BatchItem:
@@ -206,11 +217,13 @@ class GraphClient:
         the client id, which another tenant can register too (graphsync.throttle)."""
         return throttle.owner_key(self.app.pk, urlsplit(self.base).netloc)
 
-    def plan(self, kind: str, cost: int = 1) -> Plan:
+    def plan(self, kind: str, cost: int = 1, mailbox_user: str = "") -> Plan:
+        """The budgets of one request of `kind` (mailbox, directory, drive). A mailbox is the
+        connection's own user's, or `mailbox_user`'s (an organisation-wide job's)."""
         owner = self.owner
         tenant = self.connection.ms_tenant_id
         # A mailbox is named within its Microsoft tenant: an object id is only unique there.
-        mailbox = f"{tenant}/{self.connection.ms_object_id}"
+        mailbox = f"{tenant}/{mailbox_user or self.connection.ms_object_id}"
         scope = {
             "mailbox": lambda: Scope.mailbox(owner, mailbox),
             "directory": lambda: Scope.tenant_directory(owner, tenant),
@@ -364,7 +377,7 @@ class GraphClient:
     def _pause(self, plan: Plan, retry_after: str | None, attempt: int, max_sleep: float) -> None:
         """Cool the scopes down for everyone; sleep through a short wait, give a long one back
         to the task (which re-enqueues itself) instead of holding the worker."""
-        delay = self.throttle.throttled(plan.scopes, retry_after, attempt)
+        delay = self.throttle.throttled(plan.cooled, retry_after, attempt)
         if delay > max_sleep:
             raise ThrottleWait(delay, plan.scopes[0], "retry-after")
         time.sleep(delay)

@@ -27,7 +27,7 @@ from django.utils import timezone
 from connections import tokens
 from connections.identity import FailureClass
 from core import backoff
-from graphsync import resources, store, sync_events
+from graphsync import orgsync, resources, store, sync_events
 from graphsync.client import (
     AccessDenied,
     BatchItem,
@@ -153,6 +153,7 @@ def _execute(
             next_run_at=now + timedelta(seconds=poll_interval(job)),
         )
         sync_events.completed(job, run_)
+        orgsync.directory_changed(job)
     return Outcome(run_)
 
 
@@ -178,6 +179,24 @@ def _interrupted(job, run_, meter, worker, exc: LeaseLost) -> Outcome:
 
 
 def _denied(job, run_, meter, worker, exc: AccessDenied) -> Outcome:
+    if job.mailbox and orgsync.app_lacks(job, exc.code):
+        # Every user would be refused: one pause and one notice, not a failure per job.
+        reason = f"The app lacks a permission ({exc.code}): {exc.message}"
+        with transaction.atomic():
+            run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
+            job.release(worker, last_error=reason)
+        orgsync.pause(job.connection_id, reason)
+        return Outcome(run_)
+    if job.mailbox and job.resource in MAILBOX_RESOURCES:
+        # This mailbox alone is closed to the app (an Exchange application access policy, RBAC
+        # for Applications): its mail, calendar and contacts all are.
+        reason = f"The app may not read this user's mailbox ({exc.code}): {exc.message}"
+        with transaction.atomic():
+            run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
+            job.release(worker, **SyncJob.disabled_fields(reason), last_error=reason)
+            sync_events.failed(job, run_, reason, streak=1)
+            orgsync.stop_user(job, reason, MAILBOX_RESOURCES)
+        return Outcome(run_)
     reason = f"Missing permission ({exc.code}): {exc.message}"
     with transaction.atomic():
         run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
@@ -187,15 +206,24 @@ def _denied(job, run_, meter, worker, exc: AccessDenied) -> Outcome:
 
 
 def _no_mailbox(job, run_, meter, worker, exc: MailboxNotEnabled) -> Outcome:
-    reason = "The user has no Exchange Online mailbox (MailboxNotEnabledForRESTAPI)."
+    reason = (
+        "The user has no Exchange Online mailbox, or it is inactive or soft-deleted "
+        "(MailboxNotEnabledForRESTAPI)."
+    )
     with transaction.atomic():
         run_.finish(SyncRun.Outcome.FAILED, reason, **asdict(meter))
         job.release(worker, last_error=reason)
         sync_events.failed(job, run_, reason, streak=1)
-    SyncJob.objects.filter(connection=job.connection, resource__in=MAILBOX_RESOURCES).disable(
-        reason
+    # That user's mailbox jobs only: on an app-only connection, other users carry on.
+    SyncJob.objects.filter(
+        connection=job.connection, mailbox=job.mailbox, resource__in=MAILBOX_RESOURCES
+    ).disable(reason)
+    logger.info(
+        "mailbox jobs of connection %s%s disabled: %s",
+        job.connection_id,
+        f" for user {job.mailbox}" if job.mailbox else "",
+        exc,
     )
-    logger.info("mailbox jobs of connection %s disabled: %s", job.connection_id, exc)
     return Outcome(run_)
 
 
@@ -276,7 +304,7 @@ def _batch_first_pages(client, jobs, worker, runs, meters) -> dict[int, Page | G
         url = job.cursor or spec.first_url(job, client.base)
         cost = spec.cost_next if job.cursor_is_delta else spec.cost_first
         items.append(BatchItem(str(job.pk), url, spec.headers(job)))
-        plans.append(client.plan(spec.scope, cost))
+        plans.append(client.plan(spec.scope, cost, job.mailbox))
     budgets, costs = {}, {}
     for plan in plans:  # each item counts against its own scopes
         budgets.update(plan.budgets)
@@ -288,7 +316,7 @@ def _batch_first_pages(client, jobs, worker, runs, meters) -> dict[int, Page | G
         meters[job.pk].requests += 1
         if answer.status in RETRYABLE_STATUSES:
             meters[job.pk].throttled += 1
-            client.throttle.throttled(plan.scopes, _header(answer.headers, "Retry-After"), 1)
+            client.throttle.throttled(plan.cooled, _header(answer.headers, "Retry-After"), 1)
         elif answer.status >= 400:
             firsts[job.pk] = error_for(answer.status, answer.body, answer.headers)
         else:
@@ -347,7 +375,9 @@ def _follow(
                     fetched, ahead = ahead, None
                     page = fetched.result()
                 else:
-                    page = client.get_page(url, client.plan(spec.scope, cost), spec.headers(job))
+                    page = client.get_page(
+                        url, client.plan(spec.scope, cost, job.mailbox), spec.headers(job)
+                    )
             except SyncStateExpired as exc:
                 if resynced:
                     raise
@@ -359,7 +389,7 @@ def _follow(
         if spec.delta and page.next_link and not page.delta_link:
             # Fetch the next page while this one is written. Only reading runs ahead: the
             # cursor still moves in commit_page's transaction, with the page that produced it.
-            plan = client.plan(spec.scope, spec.cost_next)
+            plan = client.plan(spec.scope, spec.cost_next, job.mailbox)
             ahead = client.prefetch_page(page.next_link, plan, spec.headers(job))
         done = commit_page(job, run_, spec, page, worker, client.meter)
         if done:

@@ -120,6 +120,10 @@ class SyncJob(models.Model):
         help_text="Mail: a well-known folder name (inbox, sentitems, …) or a folder id. "
         "Contacts: a contact folder id (empty: the default folder).",
     )
+    # Organisation-wide sync (graphsync.orgsync): the Graph object id of the user whose data an
+    # app-only connection reads, as `/users/{id}/…`; empty for the connection's own data (`/me`,
+    # or the directory).
+    mailbox = models.CharField(max_length=36, blank=True)
     enabled = models.BooleanField(default=True)
     disabled_reason = models.TextField(blank=True)
     interval_seconds = models.PositiveIntegerField(default=900)
@@ -147,17 +151,19 @@ class SyncJob(models.Model):
     objects = SyncJobQuerySet.as_manager()
 
     class Meta:
-        ordering = ["connection", "resource", "folder"]
+        ordering = ["connection", "mailbox", "resource", "folder"]
         constraints = [
             models.UniqueConstraint(
-                fields=["connection", "resource", "folder"], name="syncjob_unique_resource"
+                fields=["connection", "mailbox", "resource", "folder"],
+                name="syncjob_unique_resource",
             )
         ]
         indexes = [models.Index(fields=["enabled", "next_run_at"], name="syncjob_due")]
 
     def __str__(self) -> str:
         folder = f" {self.folder}" if self.folder else ""
-        return f"{self.get_resource_display()}{folder} of {self.connection}"
+        mailbox = f" of user {self.mailbox}" if self.mailbox else ""
+        return f"{self.get_resource_display()}{folder}{mailbox} of {self.connection}"
 
     @staticmethod
     def lease() -> timedelta:
@@ -414,3 +420,93 @@ class Subscription(models.Model):
 
     def __str__(self) -> str:
         return f"Subscription to {self.resource} ({self.get_status_display()})"
+
+
+class OrgSync(models.Model):
+    """Organisation-wide sync of an app-only connection: who of the Microsoft tenant's users is
+    in scope, and what becomes of those who leave it (graphsync.orgsync keeps their jobs)."""
+
+    class Scope(models.TextChoices):
+        EVERYONE = "everyone", "Everyone in the directory"
+        GROUPS = "groups", "Members of chosen groups"
+        LISTED = "listed", "Listed users"
+
+    class Retention(models.TextChoices):
+        KEEP = "keep", "Keep their records"
+        DELETE = "delete", "Mark their records deleted"
+
+    connection = models.OneToOneField(Connection, on_delete=models.CASCADE, related_name="orgsync")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    enabled = models.BooleanField(
+        "organisation-wide sync",
+        default=False,
+        help_text="Sync the mail, calendars, contacts and OneDrive of every user in scope, as the "
+        "app's application permissions allow.",
+    )
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.EVERYONE)
+    groups = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Graph object ids of the groups whose members are in scope (scope: groups).",
+    )
+    users = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Graph object ids or user principal names of the users in scope (scope: listed).",
+    )
+    mailbox_only = models.BooleanField(
+        "only users with a mailbox",
+        default=True,
+        help_text="Leave out directory users without an email address (rooms and service "
+        "accounts often have one; guests and unlicensed users usually not).",
+    )
+    retention = models.CharField(
+        "when a user leaves the scope",
+        max_length=10,
+        choices=Retention.choices,
+        default=Retention.KEEP,
+    )
+    alongside_delegated = models.BooleanField(
+        "also sync users connected themselves",
+        default=False,
+        help_text="Off: a user who connected their own account (delegated) is synced through "
+        "that connection only, not twice.",
+    )
+    paused_reason = models.TextField(blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "organisation-wide sync"
+
+    def __str__(self) -> str:
+        return f"Organisation-wide sync of {self.connection}"
+
+
+class OrgMember(models.Model):
+    """A directory user an organisation-wide sync has had in scope: their jobs are the app-only
+    connection's jobs with `mailbox` = `graph_id`."""
+
+    class State(models.TextChoices):
+        IN_SCOPE = "in_scope", "In scope"
+        LEFT = "left", "Left the scope"
+
+    org = models.ForeignKey(OrgSync, on_delete=models.CASCADE, related_name="members")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    graph_id = models.CharField(max_length=36)
+    user_principal_name = models.CharField(max_length=255, blank=True)
+    display_name = models.CharField(max_length=255, blank=True)
+    mail = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.IN_SCOPE)
+    left_reason = models.CharField(max_length=200, blank=True)
+    joined_at = models.DateTimeField(default=timezone.now)
+    left_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["user_principal_name"]
+        constraints = [models.UniqueConstraint(fields=["org", "graph_id"], name="orgmember_unique")]
+        indexes = [models.Index(fields=["org", "state"], name="orgmember_state")]
+
+    def __str__(self) -> str:
+        return self.user_principal_name or self.display_name or self.graph_id

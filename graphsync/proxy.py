@@ -476,7 +476,7 @@ class _Call:
         if status in throttle.RETRYABLE_STATUSES:
             # The scopes cool down for the workers too, exactly as after their own 429.
             delay = self.client.throttle.throttled(
-                self.plan.scopes, response.headers.get("Retry-After"), self._attempt
+                self.plan.cooled, response.headers.get("Retry-After"), self._attempt
             )
             if self.method in READ_METHODS and not last and delay <= self._left():
                 return None  # the next slot waits out the cooldown just set

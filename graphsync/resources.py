@@ -14,7 +14,6 @@ from urllib.parse import quote, urlencode
 
 from django.conf import settings
 
-from connections.models import Connection
 from connections.tokens import TokenUnavailable
 from graphsync.client import GraphClient, GraphError
 from graphsync.models import Resource, SyncJob
@@ -31,7 +30,7 @@ MESSAGE_FIELDS = (
 )
 USER_FIELDS = (
     "id,displayName,givenName,surname,mail,userPrincipalName,jobTitle,officeLocation,"
-    "mobilePhone,businessPhones,preferredLanguage"
+    "mobilePhone,businessPhones,preferredLanguage,accountEnabled"
 )
 GROUP_FIELDS = "id,displayName,description,mail,mailEnabled,securityEnabled,members"
 CONTACT_FIELDS = (
@@ -39,6 +38,8 @@ CONTACT_FIELDS = (
     "companyName,jobTitle,lastModifiedDateTime"
 )
 DEFAULT_MAIL_FOLDERS = ("inbox", "sentitems")
+# The key under which a group's record keeps its whole member list (user ids): `merge_group`.
+MEMBERS = "graphport:members"
 EVERY_CHANGE = "created,updated,deleted"
 DAYS_BACK, DAYS_AHEAD = 30, 180  # the calendar window's defaults
 # Where a default-folder contacts job keeps the folder id Graph gave it.
@@ -164,6 +165,9 @@ class Spec:
     # What to subscribe to for a job; None when Graph has no subscription for it: such jobs
     # keep polling on their interval.
     watch: Callable[[SyncJob], Watch | None] = _unwatched
+    # For items Graph sends in parts (a group's members): the stored document from the one
+    # before (None: none yet) and the new item.
+    merge: Callable[[dict | None, dict], dict] | None = None
 
     def change_key_of(self, item: dict) -> str:
         return str(item.get("changeKey") or item.get("cTag") or item.get("@odata.etag") or "")[:256]
@@ -193,25 +197,53 @@ def _query(**params: str) -> str:
     return "?" + urlencode(params, safe=",$") if params else ""
 
 
+def root(job: SyncJob) -> str:
+    """Whose data a job reads: `me` (the connection's user), or for an organisation-wide job
+    `users/{id}` on the app-only connection (docs/microsoft.md, "Organisation-wide sync")."""
+    return f"users/{quote(job.mailbox, safe='')}" if job.mailbox else "me"
+
+
 def _mail_watch(job: SyncJob) -> Watch:
     folder = (job.folder or "inbox").replace("'", "''")
-    return Watch(f"me/mailFolders('{quote(folder, safe='')}')/messages", EVERY_CHANGE, 10_080)
+    return Watch(
+        f"{root(job)}/mailFolders('{quote(folder, safe='')}')/messages", EVERY_CHANGE, 10_080
+    )
 
 
 def _contacts_watch(job: SyncJob) -> Watch:
     # The default folder's job watches every contact of the mailbox (`me/contacts`), a named
     # folder's only that folder (docs/microsoft.md, "Change notifications").
     if not job.folder:
-        return Watch("me/contacts", EVERY_CHANGE, 10_080)
+        return Watch(f"{root(job)}/contacts", EVERY_CHANGE, 10_080)
     # The id as Graph gave it, quotes doubled (OData), as Microsoft's subscription examples
     # write folder ids (`=` and all).
     folder = job.folder.replace("'", "''")
-    return Watch(f"me/contactFolders('{folder}')/contacts", EVERY_CHANGE, 10_080)
+    return Watch(f"{root(job)}/contactFolders('{folder}')/contacts", EVERY_CHANGE, 10_080)
+
+
+def merge_group(previous: dict[str, Any] | None, item: dict[str, Any]) -> dict[str, Any]:
+    """A group's record from its delta item: Graph sends `members@delta` as changes (and, in a
+    first round, the members in chunks over several items of the group), so the whole list is
+    kept under MEMBERS. Only user members count: a nested group's members are not expanded."""
+    members = set((previous or {}).get(MEMBERS, []))
+    for member in item.get("members@delta") or []:
+        if not isinstance(member, dict) or not member.get("id"):
+            continue
+        kind = str(member.get("@odata.type") or "#microsoft.graph.user").lower()
+        if "@removed" in member:
+            members.discard(str(member["id"]))
+        elif kind.endswith(".user"):
+            members.add(str(member["id"]))
+    merged = {**(previous or {}), **item, MEMBERS: sorted(members)}
+    merged.pop("members@delta", None)
+    return merged
 
 
 def _mail_url(job: SyncJob, graph: str) -> str:
     folder = quote(job.folder or "inbox", safe="")
-    return f"{graph}/me/mailFolders/{folder}/messages/delta" + _query(**{"$select": MESSAGE_FIELDS})
+    return f"{graph}/{root(job)}/mailFolders/{folder}/messages/delta" + _query(
+        **{"$select": MESSAGE_FIELDS}
+    )
 
 
 def _calendar_url(job: SyncJob, graph: str) -> str:
@@ -221,7 +253,7 @@ def _calendar_url(job: SyncJob, graph: str) -> str:
     end = now + timedelta(days=options.get("days_ahead", DAYS_AHEAD))
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     # calendarView delta takes no $select or $filter (docs/microsoft.md, "Delta and resync").
-    return f"{graph}/me/calendarView/delta" + _query(
+    return f"{graph}/{root(job)}/calendarView/delta" + _query(
         startDateTime=start.strftime(fmt), endDateTime=end.strftime(fmt)
     )
 
@@ -234,8 +266,8 @@ def _contacts_url(job: SyncJob, graph: str) -> str:
     if folder is None:
         # No id to track the default folder by (it holds no contact and no subfolder, or the
         # lookup was stopped): read it whole, and look again on the next run.
-        return f"{graph}/me/contacts" + select
-    return f"{graph}/me/contactFolders/{quote(folder, safe='')}/contacts/delta" + select
+        return f"{graph}/{root(job)}/contacts" + select
+    return f"{graph}/{root(job)}/contactFolders/{quote(folder, safe='')}/contacts/delta" + select
 
 
 def contact_folder_of(job: SyncJob) -> str | None:
@@ -248,7 +280,7 @@ def contact_folder_of(job: SyncJob) -> str | None:
     if known:
         return known
     try:
-        found = find_default_contact_folder(job.connection)
+        found = find_default_contact_folder(job)
     except (GraphError, ThrottleWait, TokenUnavailable) as exc:
         # Whatever stopped the lookup (no mailbox, a missing permission, throttling) stops the
         # run's own first request too, where the engine ends the run by its class, in a
@@ -263,7 +295,7 @@ def contact_folder_of(job: SyncJob) -> str | None:
     return found
 
 
-def find_default_contact_folder(connection: Connection) -> str | None:
+def find_default_contact_folder(job: SyncJob) -> str | None:
     """The id of the mailbox's default Contacts folder, the way Graph's documentation allows:
     it has no documented well-known name, and GET /me/contactFolders lists only its subfolders.
     So: the parentFolderId of a contact in it (/me/contacts reads the default folder), else of
@@ -271,11 +303,11 @@ def find_default_contact_folder(connection: Connection) -> str | None:
 
     Asked while a run builds its first URL, on a client of its own: these one or two requests
     spend the mailbox's budget but are not counted on the run."""
-    client = GraphClient(connection)
+    client = GraphClient(job.connection)
     try:
-        for path in ("/me/contacts", "/me/contactFolders"):
+        for path in (f"/{root(job)}/contacts", f"/{root(job)}/contactFolders"):
             url = path + _query(**{"$top": "1", "$select": "parentFolderId"})
-            for item in client.get_page(url, client.plan("mailbox")).items:
+            for item in client.get_page(url, client.plan("mailbox", 1, job.mailbox)).items:
                 if isinstance(item, dict) and item.get("parentFolderId"):
                     return str(item["parentFolderId"])
     finally:
@@ -315,7 +347,7 @@ SPECS: dict[str, Spec] = {
         page_size=200,
         title_of=lambda item: item.get("subject") or "",
         date_of=lambda item: graph_datetime((item.get("start") or {}).get("dateTime")),
-        watch=lambda job: Watch("me/events", EVERY_CHANGE, 10_080),
+        watch=lambda job: Watch(f"{root(job)}/events", EVERY_CHANGE, 10_080),
     ),
     Resource.CONTACTS: Spec(
         Resource.CONTACTS,
@@ -335,12 +367,13 @@ SPECS: dict[str, Spec] = {
         ("files.read", "files.readwrite", "files.read.all", "files.readwrite.all"),
         app_only=False,
         delta=True,
-        first_url=lambda job, graph: f"{graph}/me/drive/root/delta",
+        first_url=lambda job, graph: f"{graph}/{root(job)}/drive/root/delta",
         title_of=lambda item: item.get("name") or "",
         date_of=lambda item: graph_datetime(item.get("lastModifiedDateTime")),
         cost_first=2,
         cost_next=1,
-        watch=lambda job: Watch("me/drive/root", "updated", 42_300),  # driveItem: updated only
+        # driveItem: updated only
+        watch=lambda job: Watch(f"{root(job)}/drive/root", "updated", 42_300),
     ),
     Resource.USERS: Spec(
         Resource.USERS,
@@ -366,6 +399,7 @@ SPECS: dict[str, Spec] = {
         cost_first=2,
         cost_next=2,  # members are 3 RU, $select takes one off
         watch=lambda job: Watch("groups", "updated,deleted", 41_760),
+        merge=merge_group,
     ),
 }
 

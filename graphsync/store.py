@@ -70,6 +70,8 @@ def apply_page(job: SyncJob, spec: Spec, items: list[dict[str, Any]], now: datet
         graph_id = item.get("id")
         if graph_id:
             latest[str(graph_id)] = item
+    if spec.merge is not None:
+        latest = _merged(job, spec, items, latest)
     live = {gid: item for gid, item in latest.items() if not is_removal(item)}
     removed = [gid for gid, item in latest.items() if is_removal(item)]
     counts = Counts()
@@ -87,6 +89,46 @@ def apply_page(job: SyncJob, spec: Spec, items: list[dict[str, Any]], now: datet
             counts.deleted = Record.objects.filter(
                 job=job, graph_id__in=removed, deleted_at__isnull=True
             ).update(deleted_at=now, updated_at=now, feed_seq=seq)
+    return counts
+
+
+def _merged(
+    job: SyncJob, spec: Spec, items: list[dict[str, Any]], latest: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Items merged, in page order, into what the job stored for them in this round (a round
+    from scratch starts them afresh): replaying a page merges to the same documents."""
+    stored = dict(
+        Record.objects.filter(
+            job=job,
+            graph_id__in=list(latest),
+            generation=job.generation,
+            deleted_at__isnull=True,
+        ).values_list("graph_id", "data")
+    )
+    merged: dict[str, dict[str, Any]] = {}
+    for item in items:
+        graph_id = str(item.get("id") or "")
+        if not graph_id:
+            continue
+        if is_removal(item):
+            merged[graph_id] = item
+            continue
+        previous = merged.get(graph_id) or stored.get(graph_id)
+        merged[graph_id] = spec.merge(previous if isinstance(previous, dict) else None, item)
+    return merged
+
+
+def delete_all(job: SyncJob, now: datetime) -> Counts:
+    """Mark every live record of the job deleted (a user who left an organisation-wide sync
+    whose administrator chose so): receivers see them go in the feed."""
+    counts = Counts()
+    with transaction.atomic(savepoint=False):
+        seq = _next_seq(job)
+        counts.took(seq)
+        counts.deleted = Record.objects.filter(job=job, deleted_at__isnull=True).update(
+            deleted_at=now, updated_at=now, feed_seq=seq
+        )
+    SyncJob.objects.filter(pk=job.pk).update(live_count=0)
     return counts
 
 

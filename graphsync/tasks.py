@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from graphsync import dispatch, engine, scheduling, subscriptions
+from graphsync import dispatch, engine, orgsync, scheduling, subscriptions
 from graphsync.models import SyncRun
 
 
@@ -71,3 +71,9 @@ def maintain_subscription(job_id: int) -> str:
 @shared_task
 def handle_lifecycle(graph_id: str, event: str) -> str:
     return subscriptions.on_lifecycle(graph_id, event)
+
+
+@shared_task
+def reconcile_org(org_id: int) -> str:
+    """Bring an organisation-wide sync's members and jobs in line with its directory."""
+    return str(orgsync.reconcile(org_id))

@@ -1,0 +1,195 @@
+"""Organisation-wide sync: an administrator's consent to application permissions gives every
+user in scope the jobs a delegated connection gets, read as /users/{id}/… on the app-only
+connection; people join and leave with the directory; one user's failure stays theirs, a
+permission the whole app lacks pauses it once."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from connections.models import Connection
+from graphsync import engine, orgsync
+from graphsync.models import OrgMember, OrgSync, Record, Resource, SyncJob, SyncRun
+from tests.conftest import ADELE, ALEX, MS_TENANT
+from tests.flows import connected, follow_back
+
+pytestmark = pytest.mark.django_db
+
+
+DIEGO = "e2f3a4b5-c6d7-4e8f-9a0b-1c2d3e4f5a6c"  # no mailbox
+
+ALL_ROLES = ["User.Read.All", "Group.Read.All", "Mail.Read", "Calendars.Read", "Contacts.Read",
+             "Files.Read.All"]  # fmt: skip
+PER_USER = {
+    (Resource.MAIL, "inbox"),
+    (Resource.MAIL, "sentitems"),
+    (Resource.CALENDAR, ""),
+    (Resource.CONTACTS, ""),
+    (Resource.DRIVE, ""),
+}
+
+
+def consent(client, microsoft, contoso) -> Connection:
+    client.force_login(contoso.admin)
+    answer = client.post(reverse("connections:admin_consent", args=[contoso.app.pk]))
+    follow_back(client, microsoft.control.sign_in(answer["Location"], ADELE))
+    return Connection.objects.get(kind=Connection.Kind.APPLICATION)
+
+
+def directory_job(connection, resource) -> SyncJob:
+    return SyncJob.objects.get(connection=connection, mailbox="", resource=resource)
+
+
+def sync_directory(connection) -> None:
+    for resource in (Resource.USERS, Resource.GROUPS):
+        run = engine.run(directory_job(connection, resource).pk).run
+        assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+
+
+def turn_on(connection, **settings) -> OrgSync:
+    org = OrgSync.objects.create(
+        connection=connection, tenant_id=connection.app.tenant_id, enabled=True, **settings
+    )
+    orgsync.reconcile(org.pk)
+    return org
+
+
+def jobs_of(connection, user) -> set[tuple[str, str]]:
+    jobs = SyncJob.objects.filter(connection=connection, mailbox=user, enabled=True)
+    return set(jobs.values_list("resource", "folder"))
+
+
+def in_scope(org) -> set[str]:
+    members = OrgMember.objects.filter(org=org, state=OrgMember.State.IN_SCOPE)
+    return set(members.values_list("graph_id", flat=True))
+
+
+@pytest.fixture
+def app_only(client, microsoft, contoso):
+    connection = consent(client, microsoft, contoso)
+    sync_directory(connection)
+    return connection
+
+
+def test_the_app_only_token_tells_which_application_permissions_were_granted(app_only):
+    assert sorted(app_only.granted_scopes.split()) == sorted(ALL_ROLES)
+    assert set(orgsync.granted_resources(app_only)) == {
+        Resource.MAIL,
+        Resource.CALENDAR,
+        Resource.CONTACTS,
+        Resource.DRIVE,
+    }
+
+
+def test_every_user_in_scope_gets_the_jobs_of_a_delegated_connection(microsoft, app_only):
+    org = turn_on(app_only)  # everyone with a mailbox
+    assert in_scope(org) == {ADELE, ALEX}
+    assert jobs_of(app_only, ADELE) == jobs_of(app_only, ALEX) == PER_USER
+    assert not jobs_of(app_only, DIEGO)
+    adele = OrgMember.objects.get(org=org, graph_id=ADELE)
+    assert adele.user_principal_name == "adele.vance@contoso.example"
+
+    # Alex's inbox, read through /users/{id}: exactly his messages, none of Adele's.
+    inbox = SyncJob.objects.get(connection=app_only, mailbox=ALEX, resource=Resource.MAIL,
+                                folder="inbox")  # fmt: skip
+    run = engine.run(inbox.pk).run
+    assert run.outcome == SyncRun.Outcome.SUCCEEDED, run.error
+    stored = set(Record.objects.filter(job=inbox).values_list("graph_id", flat=True))
+    listed = microsoft.control.items(ALEX, "messages", folder="inbox", limit=10_000)["ids"]
+    assert stored == {item["id"] if isinstance(item, dict) else item for item in listed}
+    inbox.refresh_from_db()
+    assert f"/users/{ALEX}/mailFolders/inbox/messages/delta" in inbox.cursor
+
+    # A second reconcile changes nothing.
+    again = orgsync.reconcile(org.pk)
+    assert again.jobs_created == 0 and not again.joined and not again.left
+
+
+def test_a_user_connected_themselves_is_not_synced_twice_unless_wanted(
+    client, microsoft, contoso, app_only
+):
+    connected(client, microsoft, contoso.member, contoso.app, user=ADELE)
+    org = turn_on(app_only)
+    assert in_scope(org) == {ALEX}
+    OrgSync.objects.filter(pk=org.pk).update(alongside_delegated=True)
+    orgsync.reconcile(org.pk)
+    assert in_scope(org) == {ADELE, ALEX}
+
+
+def test_group_scope_follows_membership_changes(microsoft, app_only):
+    group = microsoft.control.add_group(MS_TENANT, display_name="Sales", members=[ADELE])
+    sync_directory(app_only)
+    org = turn_on(app_only, scope=OrgSync.Scope.GROUPS, groups=[group["id"]])
+    assert in_scope(org) == {ADELE}
+
+    microsoft.control.update_group(group["id"], members=[ADELE, ALEX])
+    sync_directory(app_only)  # a delta round: members@delta carries only the change
+    orgsync.reconcile(org.pk)
+    assert in_scope(org) == {ADELE, ALEX}
+
+    microsoft.control.update_group(group["id"], members=[ALEX])
+    sync_directory(app_only)
+    orgsync.reconcile(org.pk)
+    assert in_scope(org) == {ALEX}
+    adele = OrgMember.objects.get(org=org, graph_id=ADELE)
+    assert adele.state == OrgMember.State.LEFT and adele.left_reason == orgsync.LEFT_SCOPE
+    stopped = SyncJob.objects.filter(connection=app_only, mailbox=ADELE)
+    assert stopped.count() == len(PER_USER)
+    assert set(stopped.values_list("enabled", "disabled_reason")) == {(False, orgsync.LEFT_SCOPE)}
+
+    # Back in the group: the same jobs come back, none twice.
+    microsoft.control.update_group(group["id"], members=[ALEX, ADELE])
+    sync_directory(app_only)
+    assert orgsync.reconcile(org.pk).jobs_created == 0
+    assert jobs_of(app_only, ADELE) == PER_USER
+
+
+def test_a_directory_run_reconciles_through_a_task(
+    microsoft, app_only, django_capture_on_commit_callbacks, monkeypatch
+):
+    sent = []
+    monkeypatch.setattr("core.queue.send", lambda task, *args, countdown=None: sent.append(
+        (task, args)))  # fmt: skip
+    org = turn_on(app_only)
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.run(directory_job(app_only, Resource.USERS).pk)
+    assert ("graphsync.tasks.reconcile_org", (org.pk,)) in sent
+
+
+def test_a_deleted_user_leaves_with_their_jobs_and_records_as_chosen(microsoft, app_only):
+    org = turn_on(app_only, retention=OrgSync.Retention.DELETE)
+    inbox = SyncJob.objects.get(connection=app_only, mailbox=ALEX, resource=Resource.MAIL,
+                                folder="inbox")  # fmt: skip
+    engine.run(inbox.pk)
+    assert Record.objects.filter(job=inbox, deleted_at__isnull=True).exists()
+
+    microsoft.control.delete_user(ALEX)
+    sync_directory(app_only)
+    summary = orgsync.reconcile(org.pk)
+    assert summary.left == [ALEX]
+    alex = OrgMember.objects.get(org=org, graph_id=ALEX)
+    assert alex.left_reason == orgsync.LEFT_DIRECTORY
+    assert not jobs_of(app_only, ALEX)
+    assert not Record.objects.filter(job=inbox, deleted_at__isnull=True).exists()
+    assert jobs_of(app_only, ADELE) == PER_USER  # the others carry on
+
+
+def test_a_user_without_a_mailbox_loses_only_their_own_mailbox_jobs(microsoft, app_only):
+    turn_on(app_only, mailbox_only=False)
+    assert jobs_of(app_only, DIEGO) == PER_USER
+    diego_inbox = SyncJob.objects.get(connection=app_only, mailbox=DIEGO, resource=Resource.MAIL,
+                                      folder="inbox")  # fmt: skip
+    run = engine.run(diego_inbox.pk).run
+    assert run.outcome == SyncRun.Outcome.FAILED and "MailboxNotEnabledForRESTAPI" in run.error
+    assert jobs_of(app_only, DIEGO) == {(Resource.DRIVE, "")}  # his OneDrive carries on
+    assert jobs_of(app_only, ADELE) == jobs_of(app_only, ALEX) == PER_USER
+
+
+def test_turning_it_off_stops_every_users_jobs(app_only):
+    org = turn_on(app_only)
+    OrgSync.objects.filter(pk=org.pk).update(enabled=False)
+    orgsync.reconcile(org.pk)
+    assert not SyncJob.objects.filter(connection=app_only, enabled=True).exclude(mailbox="")
+    assert in_scope(org) == set()
+    assert directory_job(app_only, Resource.USERS).enabled  # the directory keeps syncing
