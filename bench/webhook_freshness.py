@@ -70,7 +70,7 @@ from emulator.testing import RunningEmulator, running_emulator
 
 TARGET_P99 = 3.0  # seconds from the change at the emulator to the webhook at the receiver
 WORKERS = 2
-QUEUES = "tokens,sync,default,webhooks"
+QUEUES = "tokens,sync,bulk,default,webhooks"
 INITIAL_MESSAGES = 3  # per mailbox: the initial sync is set-up, kept short
 PAGE_SIZE = 100
 GRACE_SECONDS = 60  # after the last add, for the last events to arrive

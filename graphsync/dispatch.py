@@ -1,17 +1,26 @@
 """Finding due jobs fairly: every tenant gets its turn on each beat tick, so one tenant with ten
-thousand connections cannot starve the others."""
+thousand connections, or an organisation-wide sync onboarding thousands of mailboxes, cannot
+starve the others.
+
+Each tenant may have PER_TENANT jobs queued or running at once; a tick tops each tenant up to
+that, oldest due first, the tenants interleaved. First loads (no delta link yet) go to the
+`bulk` queue, incremental runs to `sync`: a worker takes from both in turn, so one tenant's
+onboarding never sits in front of another tenant's new mail.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import F, Q, Window
+from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from graphsync.models import SyncJob
 
-PER_TENANT = 50  # jobs of one tenant per tick, before the next tenant's
+# Jobs of one tenant queued or running at once: enough to keep the workers busy between two
+# ticks, few enough that no tenant's backlog fills the queues.
+PER_TENANT = 200
 PER_TICK = 2000
 # A queued job is not dispatched again for this long, in case its task is lost (a Redis restart
 # without persistence): long enough for a backlog of syncs to drain without duplicates. Once a
@@ -19,12 +28,23 @@ PER_TICK = 2000
 # died is dispatched again as soon as the lease has run out, not ten minutes on.
 QUEUED_GRACE = timedelta(minutes=10)
 BATCH_GROUP = 4
+BULK_QUEUE = "bulk"
+
+
+def in_flight(now: datetime) -> dict[int, int]:
+    """Per tenant, its jobs queued (and not yet lost: QUEUED_GRACE) or running (lease live)."""
+    busy = SyncJob.objects.filter(
+        Q(state=SyncJob.State.QUEUED, next_run_at__gt=now)
+        | Q(state=SyncJob.State.RUNNING, lease_expires_at__gt=now)
+    )
+    return dict(busy.values("tenant_id").annotate(n=Count("pk")).values_list("tenant_id", "n"))
 
 
 def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
     """Due jobs as (id, connection id, incremental?), interleaved across tenants (each tenant's
-    oldest first), and marked queued."""
+    oldest first, up to its room under PER_TENANT), and marked queued."""
     now = now or timezone.now()
+    busy = in_flight(now)
     ranked = (
         SyncJob.objects.runnable()
         .filter(next_run_at__lte=now)
@@ -35,9 +55,16 @@ def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
         )
         .filter(rank__lte=PER_TENANT)
         .order_by("rank", "next_run_at")
-        .values_list("pk", "connection_id", "cursor_is_delta")[:PER_TICK]
+        .values_list("pk", "connection_id", "cursor_is_delta", "tenant_id", "rank")
+        # In rank order, the rows left out for a tenant's lack of room are at most its jobs
+        # in flight: this many rows hold PER_TICK kept ones.
+        [: PER_TICK + sum(busy.values())]
     )
-    rows = list(ranked)
+    rows = [
+        (pk, connection_id, incremental)
+        for pk, connection_id, incremental, tenant_id, rank in ranked
+        if rank <= PER_TENANT - busy.get(tenant_id, 0)
+    ][:PER_TICK]
     SyncJob.objects.filter(pk__in=[pk for pk, _, _ in rows]).mark_queued(now + QUEUED_GRACE)
     return rows
 

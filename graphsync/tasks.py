@@ -11,11 +11,14 @@ from graphsync.models import SyncRun
 @shared_task
 def dispatch_due_syncs() -> int:
     rows = dispatch.due()
+    first_loads = {pk for pk, _, incremental in rows if not incremental}
     for group in dispatch.plan(rows):
-        if len(group) == 1:
-            run_job.delay(group[0], SyncRun.Trigger.SCHEDULE)
-        else:
+        if len(group) > 1:
             run_jobs_batched.delay(group, SyncRun.Trigger.SCHEDULE)
+        elif group[0] in first_loads:
+            run_job.apply_async((group[0], SyncRun.Trigger.SCHEDULE), queue=dispatch.BULK_QUEUE)
+        else:
+            run_job.delay(group[0], SyncRun.Trigger.SCHEDULE)
     return len(rows)
 
 

@@ -329,7 +329,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = (Queue("tokens"), Queue("sync"), Queue("default"), Queue("webhooks"))
+# `bulk` takes first loads (graphsync.dispatch), so an organisation's onboarding never sits in
+# front of another tenant's incremental runs on `sync`.
+CELERY_TASK_QUEUES = (
+    Queue("tokens"),
+    Queue("sync"),
+    Queue("bulk"),
+    Queue("default"),
+    Queue("webhooks"),
+)
 CELERY_TASK_ROUTES = {
     # Named in full: Celery looks up a task's own name before the patterns below.
     "connections.tasks.deliver_webhooks": {"queue": "webhooks"},

@@ -98,7 +98,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
                 "portal",
                 "worker",
                 "-Q",
-                "tokens,sync,default,webhooks",
+                "tokens,sync,bulk,default,webhooks",
                 "--concurrency",
                 "3",
                 "--loglevel",

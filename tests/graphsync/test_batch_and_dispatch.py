@@ -107,11 +107,43 @@ def test_dispatch_is_fair_across_tenants(acme, globex, settings):
         assert small in ids[:2]  # the small tenant is not behind the big one's backlog
         assert len([pk for pk in ids if pk in big]) == 3
         assert SyncJob.objects.get(pk=small).state == SyncJob.State.QUEUED
+        # Queued jobs are not dispatched twice, and a tenant's jobs in flight take its room.
+        assert dispatch.due(now) == []
+        first = [pk for pk in ids if pk in big]
+        SyncJob.objects.filter(pk=first[0]).update(
+            state=SyncJob.State.RUNNING, lease_expires_at=now + timedelta(seconds=30)
+        )
+        SyncJob.objects.filter(pk__in=first[1:]).update(
+            state=SyncJob.State.IDLE, next_run_at=now + timedelta(hours=1)
+        )
         again = [pk for pk, _, _ in dispatch.due(now)]
-        assert not set(again) & set(ids)  # queued jobs are not dispatched twice
-        assert len(again) == 3
+        assert not set(again) & set(ids)
+        assert len(again) == 2  # one of the first three still runs
     finally:
         dispatch.PER_TENANT = monkey
+
+
+def test_first_loads_go_to_the_bulk_queue_and_incremental_runs_to_sync(acme, monkeypatch):
+    sent = []
+    monkeypatch.setattr(
+        "graphsync.tasks.run_job.apply_async",
+        lambda args, queue=None, **kw: sent.append((args[0], queue)),
+    )
+    monkeypatch.setattr("graphsync.tasks.run_job.delay", lambda *args: sent.append((args[0], None)))
+    now = timezone.now() - timedelta(minutes=1)
+    fresh = SyncJob.objects.create(
+        connection=acme.connection, tenant=acme.tenant, resource=Resource.MAIL, folder="inbox",
+        next_run_at=now,
+    )  # fmt: skip
+    synced = SyncJob.objects.create(
+        connection=acme.connection, tenant=acme.tenant, resource=Resource.CALENDAR,
+        cursor="https://graph.microsoft.com/v1.0/me/calendarView/delta?$deltatoken=x",
+        cursor_is_delta=True, next_run_at=now,
+    )  # fmt: skip
+    from graphsync.tasks import dispatch_due_syncs
+
+    assert dispatch_due_syncs() == 2
+    assert sorted(sent) == sorted([(fresh.pk, dispatch.BULK_QUEUE), (synced.pk, None)])
 
 
 def test_dispatch_skips_paused_revoked_leased_and_cooling_jobs(acme):

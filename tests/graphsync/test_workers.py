@@ -40,7 +40,7 @@ MAILBOX = (Resource.MAIL, Resource.CALENDAR, Resource.CONTACTS)
 
 
 def start_worker(
-    log: Path, redis_url: str, name: str, queues: str = "tokens,sync,default,webhooks", **env
+    log: Path, redis_url: str, name: str, queues: str = "tokens,sync,bulk,default,webhooks", **env
 ):
     """A Celery worker process like the session's `celery_worker`, on the broker `redis_url`."""
     environment = dict(

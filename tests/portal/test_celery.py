@@ -24,7 +24,7 @@ def test_task_round_trip_through_a_real_worker(celery_worker, acme, globex):
 
 def test_queues_routes_and_late_acknowledgement():
     conf = app.conf
-    assert {q.name for q in conf.task_queues} == {"tokens", "sync", "default", "webhooks"}
+    assert {q.name for q in conf.task_queues} == {"tokens", "sync", "bulk", "default", "webhooks"}
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert (

@@ -71,7 +71,7 @@ class Command(BaseCommand):
                     "portal",
                     "worker",
                     "-Q",
-                    "tokens,sync,default,webhooks",
+                    "tokens,sync,bulk,default,webhooks",
                     "--concurrency",
                     "2",
                     "--loglevel",
