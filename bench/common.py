@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from devtools.localservices import LocalPostgres, LocalRedis  # noqa: E402
+from devtools.localservices import LocalPostgres, LocalRedis, wait_for_port  # noqa: E402
 from emulator.testing import DEMO_SCENARIO, RunningEmulator  # noqa: E402
 
 MB = 1024 * 1024
@@ -157,6 +159,40 @@ def connect_inbox_job(emu: RunningEmulator, app, upn: str, page_size: int):
     return job
 
 
+def subscribed_inboxes(emu: RunningEmulator, app, mailboxes: list[str], page_size: int) -> list:
+    """Connect every mailbox through the portal's flow, sync its inbox once and subscribe to it
+    (the portal's web server must be up: Graph validates the notification URL). Returns the
+    inbox jobs."""
+    import redis
+    from django.conf import settings
+
+    from core import keys
+    from graphsync import engine, subscriptions
+    from graphsync.models import SyncRun
+
+    # The bench's users are set-up, not measured: no password hashing worth the name.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    emu.control.update_app(app.client_id, redirect_uris=[app.redirect_uri])
+    started = time.perf_counter()
+    jobs = [connect_inbox_job(emu, app, upn, page_size) for upn in mailboxes]
+    print(f"  {len(jobs)} mailboxes connected in {time.perf_counter() - started:.0f} s", flush=True)
+    started = time.perf_counter()
+    for job in jobs:
+        outcome = engine.run(job.pk, SyncRun.Trigger.FIRST)
+        if outcome.run is None or outcome.run.outcome != SyncRun.Outcome.SUCCEEDED:
+            raise RuntimeError(f"the initial sync of job {job.pk} failed: {outcome}")
+        done = subscriptions.ensure(job.pk)
+        if done != "created":
+            raise RuntimeError(f"the subscription of job {job.pk} was not created: {done}")
+    print(
+        f"  {len(jobs)} inboxes synced and subscribed in {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+    # As the notification tests do: no run may be thought queued before the measurement.
+    redis.Redis.from_url(settings.REDIS_URL).delete(*(keys.notified(job.pk) for job in jobs))
+    return jobs
+
+
 # --- processes ----------------------------------------------------------------------------------
 
 
@@ -237,6 +273,51 @@ class Worker:
 
 
 @contextlib.contextmanager
+def portal_server(env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """The portal as Microsoft reaches it: gunicorn, one process of eight threads, each keeping
+    its database connection (Django's development server opens one per request)."""
+    port = urlsplit(env["PORTAL_BASE_URL"]).port
+    log = Path(env["_BENCH_WORKDIR"]) / "portal.log"
+    command = [
+        *(sys.executable, "-m", "gunicorn", "portal.wsgi"),
+        *("--worker-class", "gthread", "--workers", "1", "--threads", "8"),
+        *("--bind", f"127.0.0.1:{port}", "--access-logfile", "-"),
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port(port, process, "the portal's web server", timeout=60)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def serving_process(master: int) -> int:
+    """gunicorn's worker process (the master only watches it), or the master if none is seen."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+            if children:
+                return int(children[0])
+        time.sleep(0.1)
+    return master
+
+
+@contextlib.contextmanager
 def workers(env: dict[str, str], count: int, name: str, **options) -> Iterator[list[Worker]]:
     """`count` workers started together (they boot in parallel), stopped on the way out."""
     logs = Path(env["_BENCH_WORKDIR"])
@@ -294,3 +375,9 @@ def run_json(env: dict[str, str], *args: str, timeout: float = 3600) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(q * len(ordered)) - 1, 0)]

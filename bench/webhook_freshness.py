@@ -32,13 +32,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -54,18 +51,20 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
-    ROOT,
-    connect_inbox_job,
     cpu_seconds,
     make_app,
+    portal_server,
     postgres_cpu,
     postmaster_pid,
+    quantile,
     scenario,
     services,
+    serving_process,
     setup_django,
+    subscribed_inboxes,
     workers,
 )
-from devtools.localservices import free_port, wait_for_port
+from devtools.localservices import free_port
 from emulator.testing import RunningEmulator, running_emulator
 
 TARGET_P99 = 3.0  # seconds from the change at the emulator to the webhook at the receiver
@@ -156,74 +155,14 @@ def receiving() -> Iterator[Receiver]:
 # --- the portal's web server --------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def portal_server(env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """The portal as Microsoft reaches it: gunicorn, one process of eight threads, each keeping
-    its database connection (Django's development server opens one per request)."""
-    port = urlsplit(env["PORTAL_BASE_URL"]).port
-    log = Path(env["_BENCH_WORKDIR"]) / "portal.log"
-    command = [
-        *(sys.executable, "-m", "gunicorn", "portal.wsgi"),
-        *("--worker-class", "gthread", "--workers", "1", "--threads", "8"),
-        *("--bind", f"127.0.0.1:{port}", "--access-logfile", "-"),
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_port(port, process, "the portal's web server", timeout=60)
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
 # --- set-up -------------------------------------------------------------------------------------
 
 
 def prepare(emu: RunningEmulator, mailboxes: list[str]) -> tuple[Any, list]:
     """Connect every mailbox, sync its inbox once and subscribe to it. Returns the app (an
     EntraApp) and the inbox jobs."""
-    import redis
-    from django.conf import settings
-
-    from core import keys
-    from graphsync import engine, subscriptions
-    from graphsync.models import SyncRun
-
-    # The bench's users are set-up, not measured: no password hashing worth the name.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     app = make_app(emu, "Bench freshness")
-    emu.control.update_app(app.client_id, redirect_uris=[app.redirect_uri])
-    started = time.perf_counter()
-    jobs = [connect_inbox_job(emu, app, upn, PAGE_SIZE) for upn in mailboxes]
-    print(f"  {len(jobs)} mailboxes connected in {time.perf_counter() - started:.0f} s", flush=True)
-    started = time.perf_counter()
-    for job in jobs:
-        outcome = engine.run(job.pk, SyncRun.Trigger.FIRST)
-        if outcome.run is None or outcome.run.outcome != SyncRun.Outcome.SUCCEEDED:
-            raise RuntimeError(f"the initial sync of job {job.pk} failed: {outcome}")
-        done = subscriptions.ensure(job.pk)
-        if done != "created":
-            raise RuntimeError(f"the subscription of job {job.pk} was not created: {done}")
-    print(
-        f"  {len(jobs)} inboxes synced and subscribed in {time.perf_counter() - started:.0f} s",
-        flush=True,
-    )
-    # As the notification tests do: no run may be thought queued before the measurement.
-    redis.Redis.from_url(settings.REDIS_URL).delete(*(keys.notified(job.pk) for job in jobs))
-    return app, jobs
+    return app, subscribed_inboxes(emu, app, mailboxes, PAGE_SIZE)
 
 
 def make_endpoint(tenant, url: str, secret: str):
@@ -476,18 +415,6 @@ def notification_answers(log: Path) -> dict[str, int]:
 # --- CPU ----------------------------------------------------------------------------------------
 
 
-def serving_process(master: int) -> int:
-    """gunicorn's worker process (the master only watches it), or the master if none is seen."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-            if children:
-                return int(children[0])
-        time.sleep(0.1)
-    return master
-
-
 def redis_pid(env: dict[str, str]) -> int | None:
     port = str(urlsplit(env["REDIS_URL"]).port)
     for entry in Path("/proc").iterdir():
@@ -525,12 +452,6 @@ def machine_busy() -> float:
 
 
 # --- report -------------------------------------------------------------------------------------
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least q of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(math.ceil(q * len(ordered)) - 1, 0)]
 
 
 def spread(values: list[float]) -> str:
