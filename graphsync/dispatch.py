@@ -55,10 +55,11 @@ def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
         )
         .filter(rank__lte=PER_TENANT)
         .order_by("rank", "next_run_at")
-        .values_list("pk", "connection_id", "cursor_is_delta", "tenant_id", "rank")
-        # In rank order, the rows left out for a tenant's lack of room are at most its jobs
-        # in flight: this many rows hold PER_TICK kept ones.
-        [: PER_TICK + sum(busy.values())]
+        .values_list("pk", "connection_id", "cursor_is_delta", "tenant_id", "rank")[
+            # In rank order, the rows left out for a tenant's lack of room are at most its jobs
+            # in flight: this many rows hold PER_TICK kept ones.
+            : PER_TICK + sum(busy.values())
+        ]
     )
     rows = [
         (pk, connection_id, incremental)

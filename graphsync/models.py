@@ -504,6 +504,7 @@ class OrgMember(models.Model):
     left_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "organisation member"
         ordering = ["user_principal_name"]
         constraints = [models.UniqueConstraint(fields=["org", "graph_id"], name="orgmember_unique")]
         indexes = [models.Index(fields=["org", "state"], name="orgmember_state")]

@@ -206,12 +206,17 @@ def reconcile(org_id: int) -> Summary:
         if org is None:
             return summary
         connection = org.connection
+        if not org.enabled or org.paused_at is not None:
+            # Off or paused is not leaving: members, records and cursors stay as they are and
+            # the jobs stay stopped (pause stopped them), to carry on where they were.
+            if not org.enabled:
+                SyncJob.objects.filter(connection=connection, enabled=True).exclude(
+                    mailbox=""
+                ).disable(SYNC_OFF)
+            OrgSync.objects.filter(pk=org.pk).update(reconciled_at=now)
+            return summary
         people = directory(connection)
-        if org.enabled and org.paused_at is None:
-            inside, out = scope_of(org, people)
-        else:
-            reason = SYNC_OFF if not org.enabled else PAUSED.format(reason=org.paused_reason)
-            inside, out = {}, dict.fromkeys(people, reason)
+        inside, out = scope_of(org, people)
         summary.in_scope = len(inside)
         members = {m.graph_id: m for m in OrgMember.objects.filter(org=org)}
         for gid, member in members.items():

@@ -3,7 +3,8 @@
 A superuser (operator) sees every tenant, a tenant administrator their own tenant. Every figure
 is one aggregate query (GROUP BY, conditional counts, hourly buckets), so the page costs the same
 handful of queries with ten connections or a hundred thousand. A user's dashboard also lists the
-webhook endpoints that fail or were disabled for a reason (one query more).
+webhook endpoints that fail or were disabled for a reason (one query more), and counts the
+organisation-wide syncs and their users (one query, two when there are any).
 
 Every figure carries a link to the admin changelist that lists the rows behind it, with lookups
 the changelist accepts as they are (`status__exact`, `failure_streak__gt`, `error__startswith`);
@@ -17,7 +18,19 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
-from django.db.models import Case, Count, F, IntegerField, Max, Q, Sum, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, Greatest, Left, Length, TruncHour
 from django.urls import reverse
 from django.utils import timezone
@@ -31,7 +44,7 @@ from connections.models import (
 )
 from connections.tenancy import admin_tenant
 from core.formatting import days_left, plural
-from graphsync.models import SyncJob, SyncRun
+from graphsync.models import OrgMember, OrgSync, SyncJob, SyncRun
 
 HOURS = 24
 #: apps listed by name; past this the card links to the app list
@@ -112,6 +125,7 @@ class Dashboard:
     errors: list[ErrorLine]
     webhooks: list[EndpointProblem] = field(default_factory=list)
     more_webhooks: bool = False
+    orgs: list[Counter] = field(default_factory=list)  # empty: no organisation-wide sync
 
     @property
     def connections_total(self) -> int:
@@ -128,7 +142,7 @@ def for_user(user) -> Dashboard | None:
         if tenant is None:
             return None
     endpoints, more = failing_endpoints(tenant)
-    return replace(gather(tenant), webhooks=endpoints, more_webhooks=more)
+    return replace(gather(tenant), webhooks=endpoints, more_webhooks=more, orgs=org_syncs(tenant))
 
 
 def gather(tenant: Tenant | None, now: datetime | None = None) -> Dashboard:
@@ -308,6 +322,47 @@ def _jobs(tenant: Tenant | None) -> tuple[list[Counter], int]:
         ),
     ]
     return counters, counts["any"]
+
+
+def org_syncs(tenant: Tenant | None) -> list[Counter]:
+    """Organisation-wide syncs on and paused, their users in scope, and those whose every job
+    is stopped; nothing when the scope has none."""
+    orgs = _scoped(OrgSync.objects, tenant).aggregate(
+        total=Count("pk"),
+        on=Count("pk", filter=Q(enabled=True, paused_at__isnull=True)),
+        paused=Count("pk", filter=Q(paused_at__isnull=False)),
+    )
+    if not orgs["total"]:
+        return []
+    # The "disabled" mailbox status of graphsync.orgprogress (`user_jobs`): jobs, none of them
+    # enabled, counted by two EXISTS per member in one aggregate.
+    jobs = SyncJob.objects.filter(
+        connection_id=OuterRef("org__connection_id"), mailbox=OuterRef("graph_id")
+    )
+    stopped = Exists(jobs) & ~Exists(jobs.filter(enabled=True))
+    members = _scoped(OrgMember.objects.filter(state=OrgMember.State.IN_SCOPE), tenant).aggregate(
+        in_scope=Count("pk"), stopped=Count("pk", filter=stopped)
+    )
+    syncs, users = "graphsync_orgsync", "graphsync_orgmember"
+    in_scope = OrgMember.State.IN_SCOPE
+    return [
+        Counter("On", orgs["on"], _changelist(syncs, enabled__exact=1, paused="no"), "none"),
+        Counter(
+            "Paused",
+            orgs["paused"],
+            _changelist(syncs, paused="yes"),
+            "bad" if orgs["paused"] else "none",
+        ),
+        Counter(
+            "Users in scope", members["in_scope"], _changelist(users, state__exact=in_scope), "none"
+        ),
+        Counter(
+            "Users with every job stopped",
+            members["stopped"],
+            _changelist(users, state__exact=in_scope, mailbox="disabled"),
+            "warn" if members["stopped"] else "none",
+        ),
+    ]
 
 
 def _hourly(tenant: Tenant | None, hours: list[datetime]) -> tuple[list[int], list[int]]:

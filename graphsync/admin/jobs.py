@@ -78,9 +78,10 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
         "failure_streak__gt",
         "last_error__startswith",
         "connection__id__exact",
+        "mailbox__exact",  # one user's jobs of an organisation-wide sync
     )
     list_select_related = ["connection", "tenant"]
-    search_fields = ["connection__user_principal_name", "=connection__ms_object_id"]
+    search_fields = ["connection__user_principal_name", "=connection__ms_object_id", "=mailbox"]
     actions = ["run_now", "full_resync", "enable_jobs", "disable_jobs"]
     inlines = [RecentRunsInline]
     show_full_result_count = False

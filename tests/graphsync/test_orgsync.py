@@ -186,10 +186,21 @@ def test_a_user_without_a_mailbox_loses_only_their_own_mailbox_jobs(microsoft, a
     assert jobs_of(app_only, ADELE) == jobs_of(app_only, ALEX) == PER_USER
 
 
-def test_turning_it_off_stops_every_users_jobs(app_only):
-    org = turn_on(app_only)
+def test_turning_it_off_stops_every_users_jobs_and_on_again_carries_on(app_only):
+    org = turn_on(app_only, retention=OrgSync.Retention.DELETE)
+    inbox = SyncJob.objects.get(connection=app_only, mailbox=ALEX, resource=Resource.MAIL,
+                                folder="inbox")  # fmt: skip
+    engine.run(inbox.pk)
     OrgSync.objects.filter(pk=org.pk).update(enabled=False)
     orgsync.reconcile(org.pk)
     assert not SyncJob.objects.filter(connection=app_only, enabled=True).exclude(mailbox="")
-    assert in_scope(org) == set()
     assert directory_job(app_only, Resource.USERS).enabled  # the directory keeps syncing
+    # Off is not leaving: nobody's records are deleted, their cursors are kept.
+    assert in_scope(org) == {ADELE, ALEX}
+    assert Record.objects.filter(job=inbox, deleted_at__isnull=True).exists()
+
+    OrgSync.objects.filter(pk=org.pk).update(enabled=True)
+    assert orgsync.reconcile(org.pk).jobs_created == 0
+    assert jobs_of(app_only, ADELE) == jobs_of(app_only, ALEX) == PER_USER
+    inbox.refresh_from_db()
+    assert inbox.cursor_is_delta  # carries on from its delta link
