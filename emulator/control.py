@@ -85,6 +85,25 @@ class Control:
             },
         )
 
+    def revoke_admin_consent(self, tenant: str, client_id: str) -> bool:
+        return self.call("POST", "/consents/revoke", {"tenant": tenant, "client_id": client_id})[
+            "revoked"
+        ]
+
+    def set_access_policy(
+        self,
+        client_id: str,
+        deny: list[str] | None = None,
+        restrict_to: list[str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Exchange's application access policy for the app; neither list removes it."""
+        body: dict[str, Any] = {}
+        if deny is not None:
+            body["deny"] = deny
+        if restrict_to is not None:
+            body["restrict_to"] = restrict_to
+        return self.call("PUT", f"/apps/{client_id}/access-policy", body)["policy"]
+
     def revoke_grant(
         self, user: str, client_id: str | None = None, access_tokens: bool = False
     ) -> int:

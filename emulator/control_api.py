@@ -13,7 +13,7 @@ from aiohttp import web
 from emulator import scenario
 from emulator.authorize import silent
 from emulator.control_data import DATA_ROUTES
-from emulator.directory import Secret
+from emulator.directory import AccessPolicy, Secret
 from emulator.identity import decide, start
 from emulator.runtime import Emulator
 from emulator.world import Outage
@@ -202,6 +202,41 @@ async def add_certificate(request: web.Request) -> web.Response:
 async def add_consent(request: web.Request) -> web.Response:
     scenario.add_consent(emu_of(request).world, await body_of(request))
     return ok()
+
+
+async def revoke_admin_consent(request: web.Request) -> web.Response:
+    """An administrator revokes the app's admin consent in their tenant (Enterprise
+    applications → Permissions → Review permissions); app tokens issued later carry no roles
+    until consent is granted again. Tokens already issued keep theirs until they expire."""
+    emu = emu_of(request)
+    body = await body_of(request)
+    tenant = emu.world.directory.find_tenant(body["tenant"])
+    if tenant is None:
+        raise ControlError("unknown tenant", 404)
+    return ok({"revoked": emu.world.directory.revoke(tenant.id, body["client_id"], None)})
+
+
+async def set_access_policy(request: web.Request) -> web.Response:
+    """Exchange application access policy of an app: `deny` (mailboxes closed to it) or
+    `restrict_to` (the only mailboxes open to it), user ids or UPNs; neither removes it."""
+    emu = emu_of(request)
+    directory = emu.world.directory
+    client_id = request.match_info["client_id"]
+    body = await body_of(request)
+    if "deny" in body and "restrict_to" in body:
+        raise ControlError("give deny or restrict_to, not both")
+    mode = "deny" if "deny" in body else "restrict" if "restrict_to" in body else None
+    if mode is None:
+        directory.access_policies.pop(client_id, None)
+        return ok({"policy": None})
+    ids = set()
+    for ref in body["deny" if mode == "deny" else "restrict_to"]:
+        user = directory.find_user(str(ref))
+        if user is None:
+            raise ControlError(f"unknown user {ref!r}", 404)
+        ids.add(user.id)
+    directory.access_policies[client_id] = AccessPolicy(mode, ids)
+    return ok({"policy": {"mode": mode, "users": sorted(ids)}})
 
 
 async def revoke_grant(request: web.Request) -> web.Response:
@@ -400,6 +435,8 @@ def add_routes(app: web.Application) -> None:
         ("DELETE", "/apps/{client_id}/secrets/{secret}", delete_secret),
         ("POST", "/apps/{client_id}/certificates", add_certificate),
         ("POST", "/consents", add_consent),
+        ("POST", "/consents/revoke", revoke_admin_consent),
+        ("PUT", "/apps/{client_id}/access-policy", set_access_policy),
         ("POST", "/grants/revoke", revoke_grant),
         ("POST", "/users/{user}/mfa", require_mfa),
         ("PATCH", "/settings", update_settings),

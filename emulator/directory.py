@@ -121,11 +121,26 @@ class DirectoryError(Exception):
     pass
 
 
+@dataclass
+class AccessPolicy:
+    """Exchange's application access policy for one app (RBAC for Applications looks the same to
+    a caller): DenyAccess closes the listed mailboxes to its app-only calls, RestrictAccess
+    opens only the listed ones. Outlook resources only (mail, calendar, contacts)."""
+
+    mode: str  # "deny" or "restrict"
+    user_ids: set[str]
+
+    def allows(self, user_id: str) -> bool:
+        listed = user_id in self.user_ids
+        return not listed if self.mode == "deny" else listed
+
+
 class Directory:
     def __init__(self) -> None:
         self.tenants: dict[str, Tenant] = {}
         self.apps: dict[str, App] = {}
         self.consents: dict[tuple[str, str, str | None], Consent] = {}
+        self.access_policies: dict[str, AccessPolicy] = {}  # by client id
 
     # tenants and users
 

@@ -108,6 +108,17 @@ def access_denied() -> GraphError:
     )
 
 
+def blocked_by_access_policy() -> GraphError:
+    """An app-only call to a mailbox an Exchange application access policy (or RBAC for
+    Applications) closes to the app."""
+    return GraphError(
+        403,
+        "ErrorAccessDenied",
+        "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly "
+        "AccessPolicy settings.",
+    )
+
+
 def directory_denied() -> GraphError:
     return GraphError(
         403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from emulator.delta import delta_response, list_response
-from emulator.errors import GraphError, access_denied
+from emulator.errors import GraphError, access_denied, blocked_by_access_policy
 from emulator.generate import iso7
 from emulator.paging import project
 from emulator.routing import Call, Reply, Route, reply, router
@@ -32,6 +32,9 @@ def mailbox(call: Call, perms: set[str], write: bool = False) -> Mailbox:
         raise access_denied()
     if not granted & perms or (write and not granted & WRITE):
         raise access_denied()
+    policy = call.emu.world.directory.access_policies.get(token.client_id)
+    if token.user_id is None and policy is not None and not policy.allows(user.id):
+        raise blocked_by_access_policy()
     if not user.mailbox:
         raise GraphError(
             404,

@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote
 
 import aiohttp
 
-from emulator.errors import GraphError, bad_request
+from emulator.errors import GraphError, bad_request, blocked_by_access_policy
 from emulator.store import Collection, Item
 
 if TYPE_CHECKING:
@@ -252,6 +252,10 @@ class Subscriptions:
             if not body.get(name):
                 raise bad_request(f"Property '{name}' is required.", "InvalidRequest")
         family, prefix, user_id = self.target(token, body["resource"])
+        policy = self.emu.world.directory.access_policies.get(token.client_id)
+        outlook = family in ("mail", "events", "contacts")
+        if token.user_id is None and outlook and policy and not policy.allows(user_id or ""):
+            raise blocked_by_access_policy()
         expires = self.check_expiry(family, body.get("expirationDateTime"))
         state = body.get("clientState")
         if state is not None and len(state) > 128:

@@ -5,18 +5,20 @@ permission the whole app lacks pauses it once."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.core import mail
 from django.urls import reverse
+from django.utils import timezone
 
 from connections.models import Connection
 from graphsync import engine, orgsync
 from graphsync.models import OrgMember, OrgSync, Record, Resource, SyncJob, SyncRun
-from tests.conftest import ADELE, ALEX, MS_TENANT
+from tests.conftest import ADELE, ALEX, MS_CLIENT_ID, MS_TENANT
 from tests.flows import connected, follow_back
 
 pytestmark = pytest.mark.django_db
-
-
 DIEGO = "e2f3a4b5-c6d7-4e8f-9a0b-1c2d3e4f5a6c"  # no mailbox
 
 ALL_ROLES = ["User.Read.All", "Group.Read.All", "Mail.Read", "Calendars.Read", "Contacts.Read",
@@ -184,6 +186,58 @@ def test_a_user_without_a_mailbox_loses_only_their_own_mailbox_jobs(microsoft, a
     assert run.outcome == SyncRun.Outcome.FAILED and "MailboxNotEnabledForRESTAPI" in run.error
     assert jobs_of(app_only, DIEGO) == {(Resource.DRIVE, "")}  # his OneDrive carries on
     assert jobs_of(app_only, ADELE) == jobs_of(app_only, ALEX) == PER_USER
+
+
+def test_a_permission_the_whole_app_lacks_pauses_it_once_with_one_notice(
+    microsoft, contoso, app_only, django_capture_on_commit_callbacks
+):
+    org = turn_on(app_only)
+    # The tenant's administrator revokes the consent and grants it again without Mail.Read:
+    # the next app token no longer has it.
+    microsoft.control.revoke_admin_consent(MS_TENANT, MS_CLIENT_ID)
+    microsoft.control.grant_consent(
+        MS_TENANT, MS_CLIENT_ID, scopes=[r for r in ALL_ROLES if r != "Mail.Read"]
+    )
+    Connection.objects.filter(pk=app_only.pk).update(
+        access_token_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    mail.outbox.clear()
+    inboxes = SyncJob.objects.filter(connection=app_only, resource=Resource.MAIL, folder="inbox")
+    with django_capture_on_commit_callbacks(execute=True):
+        outcomes = [engine.run(job.pk) for job in inboxes.order_by("mailbox")]
+    assert outcomes[0].run.outcome == SyncRun.Outcome.FAILED
+    assert outcomes[1].run is None  # stopped with the rest: no second failure
+    org.refresh_from_db()
+    assert org.paused_at is not None and "ErrorAccessDenied" in org.paused_reason
+    assert not SyncJob.objects.filter(connection=app_only, enabled=True).exclude(mailbox="")
+    assert len(mail.outbox) == 1
+    assert "Organisation-wide sync of" in mail.outbox[0].subject
+    assert contoso.admin.email in mail.outbox[0].to
+
+    # Permission back, sync resumed: every user's jobs carry on.
+    microsoft.control.grant_consent(MS_TENANT, MS_CLIENT_ID, scopes=ALL_ROLES)
+    Connection.objects.filter(pk=app_only.pk).update(
+        access_token_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    orgsync.resume(org)
+    assert jobs_of(app_only, ADELE) == jobs_of(app_only, ALEX) == PER_USER
+
+
+def test_a_mailbox_closed_to_the_app_stops_only_that_users_mailbox_jobs(microsoft, app_only):
+    turn_on(app_only)
+    microsoft.control.set_access_policy(MS_CLIENT_ID, deny=[ALEX])
+    inbox = SyncJob.objects.get(connection=app_only, mailbox=ALEX, resource=Resource.MAIL,
+                                folder="inbox")  # fmt: skip
+    run = engine.run(inbox.pk).run
+    assert run.outcome == SyncRun.Outcome.FAILED and "[RAOP]" in run.error
+    assert jobs_of(app_only, ALEX) == {(Resource.DRIVE, "")}  # Exchange's policy: Outlook only
+    stopped = SyncJob.objects.get(pk=inbox.pk)
+    assert stopped.disabled_reason.startswith("The app may not read this user's mailbox")
+    assert jobs_of(app_only, ADELE) == PER_USER
+    assert OrgSync.objects.get(connection=app_only).paused_at is None
+    adele = SyncJob.objects.get(connection=app_only, mailbox=ADELE, resource=Resource.MAIL,
+                                folder="inbox")  # fmt: skip
+    assert engine.run(adele.pk).run.outcome == SyncRun.Outcome.SUCCEEDED
 
 
 def test_turning_it_off_stops_every_users_jobs_and_on_again_carries_on(app_only):
