@@ -127,7 +127,7 @@ async def update_user(request: web.Request) -> web.Response:
     if user is None:
         raise KeyError(request.match_info["user"])
     body = await body_of(request)
-    for key in (*USER_FIELDS, "mailbox", "admin"):
+    for key in (*USER_FIELDS, "mailbox", "admin", "account_enabled"):
         if key in body:
             setattr(user, "is_admin" if key == "admin" else key, body[key])
     emu.world.users_collection(user.tenant_id).update(user.id, user.graph())

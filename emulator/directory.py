@@ -67,6 +67,7 @@ class User:
     given_name: str
     surname: str
     mailbox: bool = True
+    account_enabled: bool = True
     is_admin: bool = False
     job_title: str = "Consultant"
     office_location: str = "18/2111"
@@ -94,6 +95,7 @@ class User:
             "preferredLanguage": self.preferred_language,
             "surname": self.surname,
             "userPrincipalName": self.upn,
+            "accountEnabled": self.account_enabled,
             "id": self.id,
         }
 

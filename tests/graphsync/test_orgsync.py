@@ -177,6 +177,20 @@ def test_a_deleted_user_leaves_with_their_jobs_and_records_as_chosen(microsoft, 
     assert jobs_of(app_only, ADELE) == PER_USER  # the others carry on
 
 
+def test_a_disabled_account_leaves_and_comes_back_when_enabled(microsoft, app_only):
+    org = turn_on(app_only)
+    microsoft.control.update_user(ALEX, account_enabled=False)
+    sync_directory(app_only)
+    assert orgsync.reconcile(org.pk).left == [ALEX]
+    assert OrgMember.objects.get(org=org, graph_id=ALEX).left_reason == orgsync.ACCOUNT_DISABLED
+    assert not jobs_of(app_only, ALEX)
+
+    microsoft.control.update_user(ALEX, account_enabled=True)
+    sync_directory(app_only)
+    assert orgsync.reconcile(org.pk).joined == [ALEX]
+    assert jobs_of(app_only, ALEX) == PER_USER
+
+
 def test_a_user_without_a_mailbox_loses_only_their_own_mailbox_jobs(microsoft, app_only):
     turn_on(app_only, mailbox_only=False)
     assert jobs_of(app_only, DIEGO) == PER_USER
