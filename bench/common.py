@@ -109,7 +109,9 @@ def scenario(mailboxes: dict[str, int] | None = None) -> dict:
 # --- the portal side ----------------------------------------------------------------------------
 
 
-def make_app(emu: RunningEmulator, tenant_name: str = "Bench"):
+def make_app(emu: RunningEmulator, tenant_name: str = "Bench", **fields):
+    """The emulator's demo app registered in a new portal tenant; `fields` override the
+    EntraApp's (an organisation's own authority and application permissions, say)."""
     from django.utils import timezone
 
     from connections.models import ClientSecret, EntraApp, Tenant
@@ -117,16 +119,19 @@ def make_app(emu: RunningEmulator, tenant_name: str = "Bench"):
     demo = emu.scenario["apps"][0]
     tenant = Tenant.objects.create(name=tenant_name)
     app = EntraApp.objects.create(
-        tenant=tenant,
-        name=f"{tenant_name} Graph",
-        client_id=demo["client_id"],
-        directory_tenant_id=emu.scenario["tenants"][0]["id"],
-        cloud="custom",
-        login_base_url=emu.login_url,
-        graph_base_url=emu.graph_url,
-        authority="organizations",
-        delegated_scopes="User.Read Mail.Read",
-        default_prompt="",
+        **{
+            "tenant": tenant,
+            "name": f"{tenant_name} Graph",
+            "client_id": demo["client_id"],
+            "directory_tenant_id": emu.scenario["tenants"][0]["id"],
+            "cloud": "custom",
+            "login_base_url": emu.login_url,
+            "graph_base_url": emu.graph_url,
+            "authority": "organizations",
+            "delegated_scopes": "User.Read Mail.Read",
+            "default_prompt": "",
+            **fields,
+        }
     )
     secret = demo["secrets"][0]["value"]
     ClientSecret.objects.create(

@@ -37,6 +37,16 @@ def notified(job_id: int) -> str:
     return f"{PREFIX}notified:{job_id}"
 
 
+def dispatch_soon() -> str:
+    """Set for a moment when a run has asked for a dispatch (graphsync.dispatch.room_freed)."""
+    return f"{PREFIX}dispatch-soon"
+
+
+def dispatch_backlog() -> str:
+    """Set while due sync jobs wait for room under their tenant's cap (graphsync.dispatch)."""
+    return f"{PREFIX}dispatch-backlog"
+
+
 def webhook_budget(address: str) -> str:
     """Requests to Graph's webhooks from one address in the current window (graphsync.webhooks):
     a count that lives as long as the window."""

@@ -16,6 +16,7 @@ from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from core import keys, redis_client
 from graphsync.models import SyncJob
 
 # Jobs of one tenant queued or running at once: enough to keep the workers busy between two
@@ -29,6 +30,10 @@ PER_TICK = 2000
 QUEUED_GRACE = timedelta(minutes=10)
 BATCH_GROUP = 4
 BULK_QUEUE = "bulk"
+# While due jobs wait for room, a run that ends asks for a dispatch, at most this often.
+REFILL_EVERY = 0.5
+# How long a backlog is believed without a dispatch confirming it (beat ticks every 10 s).
+BACKLOG_SECONDS = 15
 
 
 def in_flight(now: datetime) -> dict[int, int]:
@@ -43,6 +48,12 @@ def in_flight(now: datetime) -> dict[int, int]:
 def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
     """Due jobs as (id, connection id, incremental?), interleaved across tenants (each tenant's
     oldest first, up to its room under PER_TENANT), and marked queued."""
+    return take(now)[0]
+
+
+def take(now: datetime | None = None) -> tuple[list[tuple[int, int, bool]], bool]:
+    """`due`, and whether due jobs were left for lack of room: then the room that running jobs
+    free is worth filling before beat's next tick (graphsync.tasks)."""
     now = now or timezone.now()
     busy = in_flight(now)
     ranked = (
@@ -53,7 +64,8 @@ def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
         .annotate(
             rank=Window(RowNumber(), partition_by=[F("tenant_id")], order_by=F("next_run_at").asc())
         )
-        .filter(rank__lte=PER_TENANT)
+        # One past the cap: a tenant with more due than room shows it (`left`).
+        .filter(rank__lte=PER_TENANT + 1)
         .order_by("rank", "next_run_at")
         .values_list("pk", "connection_id", "cursor_is_delta", "tenant_id", "rank")[
             # In rank order, the rows left out for a tenant's lack of room are at most its jobs
@@ -61,13 +73,14 @@ def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
             : PER_TICK + sum(busy.values())
         ]
     )
-    rows = [
-        (pk, connection_id, incremental)
-        for pk, connection_id, incremental, tenant_id, rank in ranked
-        if rank <= PER_TENANT - busy.get(tenant_id, 0)
-    ][:PER_TICK]
+    rows, left = [], False
+    for pk, connection_id, incremental, tenant_id, rank in ranked:
+        if rank <= PER_TENANT - busy.get(tenant_id, 0) and len(rows) < PER_TICK:
+            rows.append((pk, connection_id, incremental))
+        else:
+            left = True
     SyncJob.objects.filter(pk__in=[pk for pk, _, _ in rows]).mark_queued(now + QUEUED_GRACE)
-    return rows
+    return rows, left
 
 
 def plan(rows: list[tuple[int, int, bool]]) -> list[list[int]]:
@@ -86,3 +99,20 @@ def plan(rows: list[tuple[int, int, bool]]) -> list[list[int]]:
         if incremental:
             groups[connection_id] = group
     return order
+
+
+def note_backlog(left: bool) -> None:
+    """After a dispatch: whether due jobs were left for lack of room."""
+    if left:
+        redis_client.shared().set(keys.dispatch_backlog(), "1", ex=BACKLOG_SECONDS)
+    else:
+        redis_client.shared().delete(keys.dispatch_backlog())
+
+
+def room_freed() -> bool:
+    """A run ended: True when due jobs wait for room and no other run asked for a dispatch in
+    the last REFILL_EVERY seconds (the caller then asks)."""
+    shared = redis_client.shared()
+    if not shared.exists(keys.dispatch_backlog()):
+        return False
+    return bool(shared.set(keys.dispatch_soon(), "1", nx=True, px=int(REFILL_EVERY * 1000)))

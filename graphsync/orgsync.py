@@ -231,6 +231,9 @@ def reconcile(org_id: int) -> Summary:
             _join(org, member, person, now)
         summary.jobs_created = _ensure_jobs(org, list(inside), now)
         OrgSync.objects.filter(pk=org.pk).update(reconciled_at=now)
+        if summary.joined:
+            # Their jobs are due now: dispatch them now rather than at beat's next tick.
+            queue.enqueue("graphsync.tasks.dispatch_due_syncs")
     if summary.joined or summary.left:
         logger.info("organisation sync %s: %s", org_id, summary)
     return summary

@@ -10,7 +10,8 @@ from graphsync.models import SyncRun
 
 @shared_task
 def dispatch_due_syncs() -> int:
-    rows = dispatch.due()
+    rows, left = dispatch.take()
+    dispatch.note_backlog(left)
     first_loads = {pk for pk, _, incremental in rows if not incremental}
     for group in dispatch.plan(rows):
         if len(group) > 1:
@@ -42,8 +43,17 @@ LEASE_WAITS = 3
 def run_job(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, lease_waits: int = 0) -> str:
     outcome = engine.run(job_id, trigger)
     scheduling.settle(job_id, outcome)
+    if dispatch.room_freed():
+        # Due jobs wait for the room this run leaves (an onboarding): fill it now, not at
+        # beat's next tick.
+        dispatch_due_syncs.delay()
     if outcome.retry_in is not None:
         # Throttled for longer than a worker should sleep: come back later, freeing the worker.
+        if outcome.run is not None and outcome.run.full_resync:
+            # A first load: dispatch takes the job up again once its wait is over (the run
+            # left it due then). A countdown task would be held by a worker and, with the
+            # others a budget window deferred, run in a herd ahead of other tenants' syncs.
+            return f"deferred {outcome.retry_in:.1f} s, to dispatch"
         run_job.apply_async((job_id, SyncRun.Trigger.RETRY), countdown=outcome.retry_in)
         return f"deferred {outcome.retry_in:.1f} s"
     if outcome.run is None:

@@ -179,3 +179,35 @@ def test_plan_groups_incremental_jobs_of_a_connection():
         (7, 10, True),
     ]
     assert dispatch.plan(rows) == [[1, 3, 5, 6], [2], [4], [7]]
+
+
+def test_a_backlog_waiting_for_room_is_dispatched_again_as_runs_end(acme, monkeypatch):
+    from core import keys, redis_client
+    from graphsync.tasks import dispatch_due_syncs
+
+    shared = redis_client.shared()
+    shared.delete(keys.dispatch_soon(), keys.dispatch_backlog())
+    monkeypatch.setattr(dispatch, "PER_TENANT", 2)
+    monkeypatch.setattr("graphsync.tasks.run_job.apply_async", lambda *a, **kw: None)
+    now = timezone.now() - timedelta(minutes=1)
+    for n in range(5):
+        conn = Connection.objects.create(
+            app=acme.app, ms_tenant_id="t", ms_object_id=f"backlog-{n}", access_token="a"
+        )
+        SyncJob.objects.create(
+            connection=conn, tenant=acme.tenant, resource=Resource.PROFILE, next_run_at=now
+        )
+    assert dispatch_due_syncs() == 2
+    # Three wait for room: the first run to end asks for a dispatch, the next one not at once.
+    assert dispatch.room_freed() and not dispatch.room_freed()
+    shared.delete(keys.dispatch_soon())
+    SyncJob.objects.filter(state=SyncJob.State.QUEUED).update(
+        state=SyncJob.State.IDLE, next_run_at=now + timedelta(hours=1)
+    )
+    assert dispatch_due_syncs() == 2
+    assert dispatch_due_syncs() == 0
+    SyncJob.objects.filter(state=SyncJob.State.QUEUED).update(
+        state=SyncJob.State.IDLE, next_run_at=now + timedelta(hours=1)
+    )
+    assert dispatch_due_syncs() == 1  # the last: nothing waits any more
+    assert not dispatch.room_freed()
