@@ -23,6 +23,7 @@ from django.utils import timezone
 from connections import tokens
 from connections.models import Connection
 from core import backoff, keys, redis_client
+from core.formatting import plural
 from graphsync import resources, scheduling
 from graphsync.client import GraphClient, GraphError
 from graphsync.models import Subscription, SyncJob
@@ -276,7 +277,14 @@ def _failed(job: SyncJob, sub: Subscription | None, target_: Watch, exc: Excepti
         "expires_at": None,
         "failure_streak": streak,
         "next_attempt_at": timezone.now() + timedelta(seconds=wait),
-        "last_error": f"Could not subscribe: {exc}"[:2000],
+        # Said where it shows, with what the job does meanwhile: Microsoft also refuses once a
+        # quota is reached (1,000 subscriptions per mailbox for all apps; 100 per app and
+        # tenant for users and groups), and the job then polls on its own interval.
+        "last_error": (
+            f"Could not subscribe, so the job polls every "
+            f"{plural(max(round(job.interval_seconds / 60), 1), 'minute')} "
+            f"instead (tried again later): {exc}"
+        )[:2000],
     }
     Subscription.objects.update_or_create(job=job, defaults=fields)
     scheduling.poll_again(job.pk)

@@ -12,7 +12,7 @@ from django.db import connection as db_connection
 from django.urls import reverse
 from django.utils import timezone
 
-from graphsync import engine, subscriptions
+from graphsync import engine, scheduling, subscriptions
 from graphsync.models import Resource, Subscription, SyncJob
 from graphsync.resources import graph_datetime
 from tests.flows import connected
@@ -96,6 +96,9 @@ def test_a_failed_handshake_is_recorded_and_retried_later(settings, microsoft, i
     sub = Subscription.objects.get(job=inbox)
     assert sub.status == Subscription.Status.FAILED and "ValidationError" in sub.last_error
     assert sub.next_attempt_at > timezone.now() and inbox.pk not in subscriptions.due()
+    # It says what the job does meanwhile: poll on its own interval, not the safety poll.
+    assert sub.last_error.startswith("Could not subscribe, so the job polls every 15 minutes")
+    assert scheduling.poll_interval(inbox) == inbox.interval_seconds
 
 
 def test_renewal_before_expiry_extends_the_subscription(portal, microsoft, inbox):
