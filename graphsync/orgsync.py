@@ -28,7 +28,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from connections.models import Connection
+from connections import audit
+from connections.models import AuditEvent, Connection
 from connections.notices import tenant_admin_emails
 from core import mail, queue
 from graphsync import resources, store
@@ -364,6 +365,11 @@ def pause(connection_id: int, reason: str) -> bool:
             mailbox=""
         ).disable(PAUSED.format(reason=reason))
         connection = Connection.objects.select_related("app").get(pk=connection_id)
+        audit.record(
+            AuditEvent.Kind.ORG_SYNC_PAUSED,
+            f"Organisation-wide sync paused: {reason}"[:1000],
+            connection=connection,
+        )
         org_id = OrgSync.objects.values_list("pk", flat=True).get(connection_id=connection_id)
         notice = mail.render(
             "org_sync_paused",
@@ -381,7 +387,32 @@ def pause(connection_id: int, reason: str) -> bool:
     return True
 
 
-def resume(org: OrgSync) -> Summary:
+def resume(org: OrgSync, actor=None) -> Summary:
     """The administrator fixed the permission: carry on where the jobs stopped."""
-    OrgSync.objects.filter(pk=org.pk).update(paused_at=None, paused_reason="")
+    with transaction.atomic():
+        resumed = OrgSync.objects.filter(pk=org.pk, paused_at__isnull=False).update(
+            paused_at=None, paused_reason=""
+        )
+        if resumed:
+            audit.record(
+                AuditEvent.Kind.ORG_SYNC_RESUMED,
+                "Organisation-wide sync resumed.",
+                connection=org.connection,
+                actor=actor,
+            )
     return reconcile(org.pk)
+
+
+def settings_saved(org: OrgSync, actor, changed: list[str]) -> None:
+    """An administrator turned the sync on or changed who is in scope: audited, and the
+    organisation reconciled once the change commits."""
+    what = ", ".join(changed) if changed else "created"
+    audit.record(
+        AuditEvent.Kind.ORG_SYNC_CHANGED,
+        f"Organisation-wide sync {'on' if org.enabled else 'off'}; changed: {what}.",
+        connection=org.connection,
+        actor=actor,
+        scope=org.scope,
+        enabled=org.enabled,
+    )
+    queue.enqueue("graphsync.tasks.reconcile_org", org.pk)

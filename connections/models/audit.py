@@ -39,6 +39,9 @@ class AuditEvent(models.Model):
         CONNECT_SESSION = "connect_session", "Connect session created"
         PROXY_WRITE = "proxy_write", "Graph write through the proxy"
         API_ACTION = "api_action", "Action through the API"
+        ORG_SYNC_CHANGED = "org_sync_changed", "Organisation-wide sync changed"
+        ORG_SYNC_PAUSED = "org_sync_paused", "Organisation-wide sync paused"
+        ORG_SYNC_RESUMED = "org_sync_resumed", "Organisation-wide sync resumed"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_events")
     app = models.ForeignKey(

@@ -28,7 +28,6 @@ from django.utils.html import format_html, format_html_join
 
 from connections.models import Connection
 from connections.tenancy import TenantFilterForOperators, TenantScopedAdmin
-from core import queue
 from core.encryption import EncryptedTextField
 from core.formatting import badge, plural, short
 from graphsync import orgsync
@@ -302,7 +301,7 @@ class OrgSyncAdmin(TenantFilterForOperators, TenantScopedAdmin):
                 obj.save(update_fields=changed)
         else:
             obj.save()
-        queue.enqueue("graphsync.tasks.reconcile_org", obj.pk)
+        orgsync.settings_saved(obj, request.user, form.changed_data if change else [])
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and obj.pk:
@@ -355,7 +354,7 @@ class OrgSyncAdmin(TenantFilterForOperators, TenantScopedAdmin):
     def resume(self, request, queryset):
         paused = [org for org in queryset if org.paused_at]
         for org in paused:
-            summary = orgsync.resume(org)
+            summary = orgsync.resume(org, request.user)
             self.message_user(request, f"{org} resumed: {summary}.", messages.SUCCESS)
         if not paused:
             self.message_user(request, "None of them was paused: nothing to resume.")

@@ -12,7 +12,7 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from connections.models import Connection
+from connections.models import AuditEvent, Connection
 from graphsync import engine, orgsync
 from graphsync.models import OrgMember, OrgSync, Record, Resource, SyncJob, SyncRun
 from tests.conftest import ADELE, ALEX, MS_CLIENT_ID, MS_TENANT
@@ -233,8 +233,14 @@ def test_a_permission_the_whole_app_lacks_pauses_it_once_with_one_notice(
     Connection.objects.filter(pk=app_only.pk).update(
         access_token_expires_at=timezone.now() - timedelta(seconds=1)
     )
-    orgsync.resume(org)
+    orgsync.resume(org, contoso.admin)
     assert jobs_of(app_only, ADELE) == jobs_of(app_only, ALEX) == PER_USER
+    trail = AuditEvent.objects.filter(connection=app_only).order_by("pk")
+    assert [e.kind for e in trail if e.kind.startswith("org_sync")] == [
+        AuditEvent.Kind.ORG_SYNC_PAUSED,
+        AuditEvent.Kind.ORG_SYNC_RESUMED,
+    ]
+    assert trail.get(kind=AuditEvent.Kind.ORG_SYNC_RESUMED).actor == contoso.admin
 
 
 def test_a_mailbox_closed_to_the_app_stops_only_that_users_mailbox_jobs(microsoft, app_only):

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from connections.models import Connection
+from connections.models import AuditEvent, Connection
 from graphsync import orgsync
 from graphsync.admin.orgsync import CONNECTION_REFUSED, progress
 from graphsync.models import OrgMember, OrgSync, Record, Resource, SyncJob, SyncRun
@@ -191,6 +191,12 @@ def test_a_tenant_admin_turns_it_on_for_chosen_groups_and_reconcile_follows_the_
     assert sent == [("graphsync.tasks.reconcile_org", (org.pk,))]
     orgsync.reconcile(org.pk)
     assert set(OrgMember.objects.values_list("graph_id", flat=True)) == {acme_org.users[0]}
+    [event] = AuditEvent.objects.filter(kind=AuditEvent.Kind.ORG_SYNC_CHANGED)
+    assert (event.tenant, event.connection, event.actor) == (
+        acme_org.tenant,
+        acme_org.app_only,
+        acme_org.admin,
+    )
 
 
 def test_unknown_groups_are_named_and_nothing_is_saved(client, acme_org, globex_org):
