@@ -39,7 +39,35 @@ class Control:
         return self.call("POST", f"/tenants/{tenant}/users", fields)
 
     def update_user(self, user: str, **fields: Any) -> dict[str, Any]:
+        """fields: display_name, job_title, office_location, mobile_phone, given_name,
+        surname, department, mailbox, mailbox_inactive, account_enabled, admin."""
         return self.call("PATCH", f"/users/{user}", fields)
+
+    def add_population(
+        self,
+        tenant: str,
+        users: int,
+        data: dict[str, int] | None = None,
+        departments: int | list[str] | None = None,
+        all_staff_group: bool | str = True,
+        without_mailbox: int = 0,
+        disabled: int = 0,
+    ) -> dict[str, Any]:
+        """Generated users `first.last.N@domain` with `data` item counts each (messages,
+        sent_messages, events, contacts, files), in one group per department and an all-staff
+        group. Returns {users, first_upn, last_upn, groups: [{id, display_name, members}],
+        seconds}."""
+        body: dict[str, Any] = {
+            "users": users,
+            "all_staff_group": all_staff_group,
+            "without_mailbox": without_mailbox,
+            "disabled": disabled,
+        }
+        if data is not None:
+            body["data"] = data
+        if departments is not None:
+            body["departments"] = departments
+        return self.call("POST", f"/tenants/{tenant}/population", body)
 
     def delete_user(self, user: str) -> None:
         self.call("DELETE", f"/users/{user}")
@@ -95,13 +123,18 @@ class Control:
         client_id: str,
         deny: list[str] | None = None,
         restrict_to: list[str] | None = None,
+        tenant: str | None = None,
     ) -> dict[str, Any] | None:
-        """Exchange's application access policy for the app; neither list removes it."""
+        """Exchange's application access policy for the app in one tenant: mailboxes as user
+        ids or UPNs, or groups by id or mail address. Neither list removes the app's policy
+        (in `tenant`, else everywhere). Returns {tenant, mode, users, groups} or None."""
         body: dict[str, Any] = {}
         if deny is not None:
             body["deny"] = deny
         if restrict_to is not None:
             body["restrict_to"] = restrict_to
+        if tenant is not None:
+            body["tenant"] = tenant
         return self.call("PUT", f"/apps/{client_id}/access-policy", body)["policy"]
 
     def revoke_grant(
@@ -147,21 +180,61 @@ class Control:
     def rotate_keys(self, keep_old: bool = True) -> str:
         return self.call("POST", "/keys/rotate", {"keep_old": keep_old})["kid"]
 
+    def throttle(self, scope: str, **body: Any) -> dict[str, Any]:
+        """Set one throttling scope's limit: app, mailbox, tenant (directory), drive or
+        subscriptions; `client_id` defaults to `*` (any app). Returns the policy."""
+        return self.call("PUT", f"/throttling/{scope}", body)
+
+    def throttle_app(
+        self, client_id: str = "*", budget: int = 130_000, window_seconds: float = 10
+    ) -> dict[str, Any]:
+        """Requests per window for the app across all tenants."""
+        return self.throttle(
+            "app", client_id=client_id, budget=budget, window_seconds=window_seconds
+        )
+
     def throttle_mailbox(
         self, client_id: str = "*", mailbox: str = "*", **policy: Any
     ) -> dict[str, Any]:
         """policy: budget, window_seconds, max_in_flight, rate_429, rate_503, rate_504,
         retry_after (seconds|date|none), retry_after_seconds, latency_ms."""
-        return self.call(
-            "PUT", "/throttling/mailbox", {"client_id": client_id, "mailbox": mailbox, **policy}
-        )
+        return self.throttle("mailbox", client_id=client_id, mailbox=mailbox, **policy)
 
-    def throttle_tenant(self, client_id: str, tenant: str, ru_budget: int | None) -> None:
-        self.call(
-            "PUT",
-            "/throttling/tenant",
-            {"client_id": client_id, "tenant": tenant, "ru_budget": ru_budget},
-        )
+    def throttle_tenant(
+        self,
+        client_id: str,
+        tenant: str,
+        ru_budget: int | None,
+        window_seconds: float | None = None,
+    ) -> None:
+        """Directory resource units per window (10 s) for the app in the tenant; None: by
+        the tenant's size, as Microsoft."""
+        body: dict[str, Any] = {"client_id": client_id, "tenant": tenant, "ru_budget": ru_budget}
+        if window_seconds is not None:
+            body["window_seconds"] = window_seconds
+        self.throttle("tenant", **body)
+
+    def throttle_drive(
+        self,
+        client_id: str = "*",
+        tenant: str = "*",
+        ru_budget: int | None = None,
+        window_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """OneDrive resource units per window (60 s) for the app in the tenant; None: by
+        the tenant's licence count, as Microsoft."""
+        body: dict[str, Any] = {"client_id": client_id, "tenant": tenant, "ru_budget": ru_budget}
+        if window_seconds is not None:
+            body["window_seconds"] = window_seconds
+        return self.throttle("drive", **body)
+
+    def throttle_subscriptions(self, client_id: str = "*", **policy: Any) -> dict[str, Any]:
+        """policy: app_budget (2,000), tenant_budget (500), window_seconds (20)."""
+        return self.throttle("subscriptions", client_id=client_id, **policy)
+
+    def throttling(self) -> dict[str, Any]:
+        """The limits set, by scope and `client:target`."""
+        return self.call("GET", "/throttling")
 
     # sign-in without a browser
 
@@ -221,6 +294,12 @@ class Control:
 
     def mailbox_counters(self, client_id: str, user_id: str) -> dict[str, Any]:
         return self.counters()["mailboxes"].get(f"{client_id}:{user_id}", {})
+
+    def app_counters(self, client_id: str) -> dict[str, Any]:
+        return self.counters()["apps"].get(client_id, {})
+
+    def drive_counters(self, client_id: str, tenant_id: str) -> dict[str, Any]:
+        return self.counters()["drives"].get(f"{client_id}:{tenant_id}", {})
 
     def reset_counters(self) -> None:
         self.call("DELETE", "/counters")

@@ -13,7 +13,7 @@ from aiohttp import web
 from emulator import scenario
 from emulator.authorize import silent
 from emulator.control_data import DATA_ROUTES
-from emulator.directory import AccessPolicy, Secret
+from emulator.directory import Secret
 from emulator.identity import decide, start
 from emulator.runtime import Emulator
 from emulator.world import Outage
@@ -88,20 +88,14 @@ async def state(request: web.Request) -> web.Response:
                     "id": t.id,
                     "domain": t.domain,
                     "name": t.name,
-                    "users": [
-                        {
-                            "id": u.id,
-                            "upn": u.upn,
-                            "display_name": u.display_name,
-                            "mailbox": u.mailbox,
-                            "admin": u.is_admin,
-                        }
-                        for u in t.users.values()
-                    ],
+                    "users": [u.public() for u in t.users.values()],
                 }
                 for t in d.tenants.values()
             ],
             "apps": [a.public() for a in d.apps.values()],
+            "access_policies": [
+                {"client_id": c, **p.public()} for (_, c), p in d.access_policies.items()
+            ],
             "settings": {
                 k: v for k, v in emu.world.settings.__dict__.items() if k != "token_outage"
             },
@@ -217,26 +211,11 @@ async def revoke_admin_consent(request: web.Request) -> web.Response:
 
 
 async def set_access_policy(request: web.Request) -> web.Response:
-    """Exchange application access policy of an app: `deny` (mailboxes closed to it) or
-    `restrict_to` (the only mailboxes open to it), user ids or UPNs; neither removes it."""
+    """Exchange application access policy of an app (`scenario.set_access_policy`)."""
     emu = emu_of(request)
-    directory = emu.world.directory
-    client_id = request.match_info["client_id"]
     body = await body_of(request)
-    if "deny" in body and "restrict_to" in body:
-        raise ControlError("give deny or restrict_to, not both")
-    mode = "deny" if "deny" in body else "restrict" if "restrict_to" in body else None
-    if mode is None:
-        directory.access_policies.pop(client_id, None)
-        return ok({"policy": None})
-    ids = set()
-    for ref in body["deny" if mode == "deny" else "restrict_to"]:
-        user = directory.find_user(str(ref))
-        if user is None:
-            raise ControlError(f"unknown user {ref!r}", 404)
-        ids.add(user.id)
-    directory.access_policies[client_id] = AccessPolicy(mode, ids)
-    return ok({"policy": {"mode": mode, "users": sorted(ids)}})
+    policy = scenario.set_access_policy(emu.world, request.match_info["client_id"], body)
+    return ok({"policy": policy})
 
 
 async def revoke_grant(request: web.Request) -> web.Response:
@@ -322,25 +301,21 @@ async def sign_in(request: web.Request) -> web.Response:
     return ok(outcome.public())
 
 
-async def throttle_mailbox(request: web.Request) -> web.Response:
+async def set_throttling(request: web.Request) -> web.Response:
+    """One scope's limit (`Throttle.set_limit`): app, mailbox, tenant (the directory), drive or
+    subscriptions."""
     emu = emu_of(request)
-    body = await body_of(request)
-    client_id = body.pop("client_id", "*")
-    mailbox = body.pop("mailbox", "*")
-    if mailbox != "*":
-        mailbox = user_ref(emu, mailbox).id
-    policy = emu.throttle.set_policy(client_id, mailbox, body)
-    return ok(policy.__dict__)
+    return ok(emu.throttle.set_limit(request.match_info["scope"], await body_of(request)))
 
 
-async def throttle_tenant(request: web.Request) -> web.Response:
-    emu = emu_of(request)
-    body = await body_of(request)
-    tenant = emu.world.directory.find_tenant(body["tenant"])
-    if tenant is None:
-        raise ControlError("unknown tenant", 404)
-    emu.throttle.set_tenant_limit(body["client_id"], tenant.id, body.get("ru_budget"))
-    return ok()
+async def throttling(request: web.Request) -> web.Response:
+    """The limits set, by scope and `client:target` (unset ones are Microsoft's)."""
+    return ok(
+        {
+            scope: {f"{c}:{t}": policy.__dict__ for (c, t), policy in table.items()}
+            for scope, table in emu_of(request).throttle.policies.items()
+        }
+    )
 
 
 async def counters(request: web.Request) -> web.Response:
@@ -444,8 +419,8 @@ def add_routes(app: web.Application) -> None:
         ("DELETE", "/token-endpoint/outage", clear_outage),
         ("POST", "/keys/rotate", rotate_keys),
         ("POST", "/sign-in", sign_in),
-        ("PUT", "/throttling/mailbox", throttle_mailbox),
-        ("PUT", "/throttling/tenant", throttle_tenant),
+        ("GET", "/throttling", throttling),
+        ("PUT", "/throttling/{scope}", set_throttling),
         ("GET", "/counters", counters),
         ("DELETE", "/counters", reset_counters),
         ("GET", "/requests", request_log),

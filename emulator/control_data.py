@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from emulator import scenario
+from emulator import groups, population
 from emulator.paging import Cursor, TokenInvalid
 from emulator.runtime import Emulator
 from emulator.store import Collection
@@ -111,27 +111,37 @@ async def add_contact_folder(request: web.Request) -> web.Response:
     return ok({"id": folder_id, "default_folder_id": box.contacts_folder_id}, 201)
 
 
-USER_FIELDS = {
-    "display_name": "displayName",
-    "job_title": "jobTitle",
-    "office_location": "officeLocation",
-    "mobile_phone": "mobilePhone",
-    "given_name": "givenName",
-    "surname": "surname",
-}
+USER_FIELDS = (
+    "display_name",
+    "job_title",
+    "office_location",
+    "mobile_phone",
+    "given_name",
+    "surname",
+    "department",
+    "mailbox",
+    "mailbox_inactive",
+    "account_enabled",
+    "admin",
+)
 
 
 async def update_user(request: web.Request) -> web.Response:
+    """`mailbox: false`: no Exchange Online mailbox (no `mail`); `mailbox_inactive: true`: an
+    inactive or soft-deleted one (`mail` stays, items kept); both make Outlook calls answer 404
+    MailboxNotEnabledForRESTAPI. `account_enabled: false` disables the account."""
     emu: Emulator = request.app["emu"]
     user = emu.world.directory.find_user(request.match_info["user"])
     if user is None:
         raise KeyError(request.match_info["user"])
     body = await body_of(request)
-    for key in (*USER_FIELDS, "mailbox", "admin", "account_enabled"):
-        if key in body:
-            setattr(user, "is_admin" if key == "admin" else key, body[key])
-    emu.world.users_collection(user.tenant_id).update(user.id, user.graph())
-    return ok(user.graph())
+    unknown = set(body) - set(USER_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown user fields: {sorted(unknown)}")
+    for key, value in body.items():
+        setattr(user, "is_admin" if key == "admin" else key, value)
+    item = emu.world.users_collection(user.tenant_id).update(user.id, user.graph())
+    return ok({k: v for k, v in (item or {}).items() if k[0] != "_"} | user.graph()["_extra"])
 
 
 async def delete_user(request: web.Request) -> web.Response:
@@ -139,7 +149,7 @@ async def delete_user(request: web.Request) -> web.Response:
     user = emu.world.directory.find_user(request.match_info["user"])
     if user is None:
         raise KeyError(request.match_info["user"])
-    del emu.world.directory.tenants[user.tenant_id].users[user.id]
+    emu.world.directory.remove_user(user)
     emu.world.users_collection(user.tenant_id).delete(user.id)
     emu.tokens.revoke_user(user.tenant_id, user.id, None, access_too=True)
     return ok({"ok": True})
@@ -150,8 +160,17 @@ async def add_group(request: web.Request) -> web.Response:
     tenant = emu.world.directory.find_tenant(request.match_info["tenant"])
     if tenant is None:
         raise KeyError(request.match_info["tenant"])
-    item = scenario.add_group(emu.world, tenant.id, await body_of(request))
+    item = groups.add_group(emu.world, tenant.id, await body_of(request))
     return ok({"id": item["id"]}, 201)
+
+
+async def add_population(request: web.Request) -> web.Response:
+    """Generated users with mailboxes, in department groups (`population.populate`)."""
+    emu: Emulator = request.app["emu"]
+    tenant = emu.world.directory.find_tenant(request.match_info["tenant"])
+    if tenant is None:
+        raise KeyError(request.match_info["tenant"])
+    return ok(population.populate(emu.world, tenant.id, await body_of(request)), 201)
 
 
 def group_collection(emu: Emulator, group_id: str) -> Collection:
@@ -165,29 +184,17 @@ async def update_group(request: web.Request) -> web.Response:
     emu: Emulator = request.app["emu"]
     group_id = request.match_info["group"]
     coll = group_collection(emu, group_id)
-    current = coll.get_by_id(group_id) or {}
     body = await body_of(request)
     fields: dict[str, Any] = {}
     for key, graph_key in (("display_name", "displayName"), ("description", "description")):
         if key in body:
             fields[graph_key] = body[key]
     if "members" in body:
-        new = [u.id for u in (emu.world.directory.find_user(m) for m in body["members"]) if u]
-        old = current.get("_members", [])
-        # A group's delta reports only the membership changes, removals with @removed.
-        fields["_members"] = new
-        fields["_members_delta"] = [
-            *({"@odata.type": "#microsoft.graph.user", "id": m} for m in new if m not in old),
-            *(
-                {"@odata.type": "#microsoft.graph.user", "id": m, "@removed": {"reason": "deleted"}}
-                for m in old
-                if m not in new
-            ),
-        ]
+        found = (emu.world.directory.find_user(m) for m in body["members"])
+        item = groups.set_members(coll, group_id, [u.id for u in found if u], **fields)
     else:
-        fields["_members_delta"] = []
-    item = coll.update(group_id, fields)
-    return ok({k: v for k, v in (item or {}).items() if not k.startswith("_")})
+        item = coll.update(group_id, {**fields, "_members_delta": []}) or {}
+    return ok({k: v for k, v in item.items() if not k.startswith("_")})
 
 
 async def delete_group(request: web.Request) -> web.Response:
@@ -257,6 +264,7 @@ DATA_ROUTES: list[tuple[str, str, Handler]] = [
     ("PATCH", "/users/{user}", update_user),
     ("DELETE", "/users/{user}", delete_user),
     ("POST", "/tenants/{tenant}/groups", add_group),
+    ("POST", "/tenants/{tenant}/population", add_population),
     ("PATCH", "/groups/{group}", update_group),
     ("DELETE", "/groups/{group}", delete_group),
     ("POST", "/delta/invalidate", invalidate_delta),

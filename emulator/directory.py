@@ -67,9 +67,13 @@ class User:
     given_name: str
     surname: str
     mailbox: bool = True
+    # A mailbox made inactive or soft-deleted (a licence removed, a litigation hold): `mail`
+    # stays, the items are kept, Outlook calls answer 404 MailboxNotEnabledForRESTAPI.
+    mailbox_inactive: bool = False
     account_enabled: bool = True
     is_admin: bool = False
     job_title: str = "Consultant"
+    department: str | None = None
     office_location: str = "18/2111"
     mobile_phone: str = "+1 425 555 0100"
     business_phones: list[str] = field(default_factory=lambda: ["+1 425 555 0109"])
@@ -83,7 +87,25 @@ class User:
     def mail(self) -> str | None:
         return self.upn if self.mailbox else None
 
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "upn": self.upn,
+            "display_name": self.display_name,
+            "mailbox": self.mailbox,
+            "mailbox_inactive": self.mailbox_inactive,
+            "account_enabled": self.account_enabled,
+            "admin": self.is_admin,
+            "department": self.department,
+        }
+
+    @property
+    def outlook_enabled(self) -> bool:
+        return self.mailbox and not self.mailbox_inactive
+
     def graph(self) -> dict[str, Any]:
+        """The user as Graph has it: the default properties, and under `_extra` those Graph
+        returns only when `$select` names them (`paging.project`)."""
         return {
             "businessPhones": list(self.business_phones),
             "displayName": self.display_name,
@@ -95,8 +117,8 @@ class User:
             "preferredLanguage": self.preferred_language,
             "surname": self.surname,
             "userPrincipalName": self.upn,
-            "accountEnabled": self.account_enabled,
             "id": self.id,
+            "_extra": {"accountEnabled": self.account_enabled, "department": self.department},
         }
 
 
@@ -106,6 +128,7 @@ class Tenant:
     domain: str
     name: str
     users: dict[str, User] = field(default_factory=dict)
+    generated_users: int = 0  # how many `population` has added: the next one's number
 
 
 @dataclass
@@ -119,22 +142,34 @@ class Consent:
     revoked: bool = False
 
 
-class DirectoryError(Exception):
+class DirectoryError(ValueError):
     pass
 
 
 @dataclass
 class AccessPolicy:
-    """Exchange's application access policy for one app (RBAC for Applications looks the same to
-    a caller): DenyAccess closes the listed mailboxes to its app-only calls, RestrictAccess
-    opens only the listed ones. Outlook resources only (mail, calendar, contacts)."""
+    """Exchange's application access policy for one app in one tenant's Exchange organisation
+    (RBAC for Applications looks the same to a caller): DenyAccess closes the listed mailboxes
+    to the app's app-only calls, RestrictAccess opens only the listed ones. Mailboxes are listed
+    one by one or through groups, whose membership counts as it is at each call (Exchange's
+    `PolicyScopeGroupId` is a mail-enabled security group). Outlook resources only."""
 
+    tenant_id: str
     mode: str  # "deny" or "restrict"
     user_ids: set[str]
+    group_ids: set[str] = field(default_factory=set)
 
-    def allows(self, user_id: str) -> bool:
-        listed = user_id in self.user_ids
+    def allows(self, user_id: str, groups: set[str]) -> bool:
+        listed = user_id in self.user_ids or bool(self.group_ids & groups)
         return not listed if self.mode == "deny" else listed
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant_id,
+            "mode": self.mode,
+            "users": sorted(self.user_ids),
+            "groups": sorted(self.group_ids),
+        }
 
 
 class Directory:
@@ -142,7 +177,11 @@ class Directory:
         self.tenants: dict[str, Tenant] = {}
         self.apps: dict[str, App] = {}
         self.consents: dict[tuple[str, str, str | None], Consent] = {}
-        self.access_policies: dict[str, AccessPolicy] = {}  # by client id
+        # By (tenant id, client id): each tenant's Exchange organisation has its own.
+        self.access_policies: dict[tuple[str, str], AccessPolicy] = {}
+        # Lower-case UPN -> user: Graph paths and the control API name users by UPN, and a
+        # generated tenant has thousands.
+        self.by_upn: dict[str, User] = {}
 
     # tenants and users
 
@@ -162,18 +201,20 @@ class Directory:
         if tenant is None:
             raise DirectoryError(f"tenant {user.tenant_id} does not exist")
         tenant.users[user.id] = user
+        self.by_upn[user.upn.lower()] = user
         return user
 
+    def remove_user(self, user: User) -> None:
+        self.tenants[user.tenant_id].users.pop(user.id, None)
+        if self.by_upn.get(user.upn.lower()) is user:
+            del self.by_upn[user.upn.lower()]
+
     def find_user(self, ref: str) -> User | None:
-        ref_l = ref.lower()
         for tenant in self.tenants.values():
             user = tenant.users.get(ref)
             if user is not None:
                 return user
-            for candidate in tenant.users.values():
-                if candidate.upn.lower() == ref_l:
-                    return candidate
-        return None
+        return self.by_upn.get(ref.lower())
 
     def all_users(self) -> list[User]:
         return [u for t in self.tenants.values() for u in t.users.values()]
@@ -224,6 +265,11 @@ class Directory:
 
 def new_guid() -> str:
     return str(uuid.uuid4())
+
+
+def stable_guid(seed: int, *names: str) -> str:
+    """The same GUID for the same seed and names: scenarios reload with the same ids."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator:{seed}:" + "/".join(names)))
 
 
 def new_secret(expires_in: float | None = None, value: str | None = None) -> Secret:

@@ -95,24 +95,47 @@ def authenticate(emu: Emulator, authorization: str | None) -> AccessToken:
     return token
 
 
+def directory_cost(call: Call, family: str) -> int:
+    """Identity resource units: users 2, group members 3, others 1; `$select` and a `$top`
+    under 20 save one each; never below 1."""
+    lowered = call.route_path.lower()
+    cost = 2 if lowered.startswith("users") or family == "profile" else 1
+    if lowered.endswith("/members"):
+        cost = 3
+    if "$select" in call.query:
+        cost -= 1
+    top = call.query.get("$top", "")
+    if top.isdigit() and int(top) < 20:
+        cost -= 1
+    return max(1, cost)
+
+
+def drive_cost(call: Call) -> int:
+    """OneDrive resource units: one item or a delta with a token 1, a listing or a delta
+    without a token 2."""
+    lowered = call.route_path.lower()
+    if lowered.endswith("/delta"):
+        token = call.drive_token or call.query.get("token")
+        return 1 if token and token != "latest" else 2
+    return 2 if lowered.endswith("/children") else 1
+
+
 def admit(call: Call, family: str) -> Any:
     """Throttling for the family of resource being read; returns the lease to release."""
     throttle = call.emu.throttle
     client = call.token.client_id
+    tenant = call.token.tenant_id
+    throttle.charge_app(client)
     if family == "outlook" and call.subject is not None:
         return throttle.enter(client, call.subject.id)
     lease = throttle.enter(client, None)
     if family in ("directory", "profile"):
-        lowered = call.route_path.lower()
-        cost = 2 if lowered.startswith("users") or family == "profile" else 1
-        if lowered.endswith("/members"):
-            cost = 3
-        if "$select" in call.query:
-            cost -= 1
-        top = call.query.get("$top", "")
-        if top.isdigit() and int(top) < 20:
-            cost -= 1
-        lease.headers.update(throttle.charge_directory(client, call.token.tenant_id, max(1, cost)))
+        cost = directory_cost(call, family)
+        lease.headers.update(throttle.charge_directory(client, tenant, cost))
+    elif family == "drive":
+        lease.headers.update(throttle.charge_drive(client, tenant, drive_cost(call)))
+    elif family == "subscriptions" and call.method != "GET":
+        throttle.charge_subscription_write(client, tenant)
     return lease
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import urlencode
+
 from emulator.delta import delta_response, list_response
 from emulator.errors import GraphError, directory_denied
-from emulator.paging import Cursor, project
+from emulator.paging import Cursor, TokenInvalid, project
 from emulator.routing import Call, Reply, Route, router
 from emulator.store import Item
 
@@ -108,6 +111,7 @@ async def get_group(call: Call) -> Reply:
 
 @r("GET", "groups/(?P<id>[^/]+)/members")
 async def group_members(call: Call) -> Reply:
+    """Direct members, 100 a page by default (`$top` up to 999), with an opaque nextLink."""
     require(call, GROUPS)
     world = call.emu.world
     item = world.groups_collection(call.token.tenant_id).get_by_id(call.match["id"])
@@ -115,10 +119,24 @@ async def group_members(call: Call) -> Reply:
         raise GraphError(
             404, "Request_ResourceNotFound", f"Resource '{call.match['id']}' does not exist."
         )
+    size, pref = call.page_size(100, 999)
+    start = 0
+    if call.query.get("$skiptoken"):
+        try:
+            start = Cursor.decode(call.query["$skiptoken"]).p
+        except TokenInvalid as exc:
+            raise GraphError(400, "BadRequest", "Invalid $skiptoken.") from exc
+    members = item.get("_members", [])
     users = world.users_collection(call.token.tenant_id)
     value = []
-    for member in item.get("_members", []):
+    for member in members[start : start + size]:
         found = users.get_by_id(member)
         if found is not None:
             value.append({"@odata.type": "#microsoft.graph.user", **project(found, call.select())})
-    return Reply(200, {"@odata.context": f"{call.base}/$metadata#directoryObjects", "value": value})
+    body: dict[str, Any] = {"@odata.context": f"{call.base}/$metadata#directoryObjects"}
+    if start + size < len(members):
+        params = {k: v for k, v in call.query.items() if k != "$skiptoken"}
+        params["$skiptoken"] = Cursor(item["id"], 0, "l", 0, 0, start + size).encode()
+        body["@odata.nextLink"] = f"{call.base}/{call.path}?{urlencode(params, safe='$,()')}"
+    body["value"] = value
+    return Reply(200, body, dict(pref))

@@ -32,10 +32,9 @@ def mailbox(call: Call, perms: set[str], write: bool = False) -> Mailbox:
         raise access_denied()
     if not granted & perms or (write and not granted & WRITE):
         raise access_denied()
-    policy = call.emu.world.directory.access_policies.get(token.client_id)
-    if token.user_id is None and policy is not None and not policy.allows(user.id):
+    if token.user_id is None and not call.emu.world.app_may_open(token.client_id, user):
         raise blocked_by_access_policy()
-    if not user.mailbox:
+    if not user.outlook_enabled:
         raise GraphError(
             404,
             "MailboxNotEnabledForRESTAPI",

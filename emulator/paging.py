@@ -50,13 +50,21 @@ class Cursor:
 
 
 def project(item: Item, select: list[str] | None, odata_type: str | None = None) -> Item:
-    """Apply `$select` the way Graph does: id and etag always come along."""
+    """Apply `$select` the way Graph does: id and etag always come along, and properties
+    outside the default set (an item's `_extra`, e.g. a user's `accountEnabled`) come only
+    when named."""
     if select is None:
-        if odata_type is None and "_members" not in item:
+        if odata_type is None and "_members" not in item and "_extra" not in item:
             return item  # the hot path of big pages: no copy (callers never mutate it)
         out = {k: v for k, v in item.items() if k[0] != "_"}
     else:
-        out = {k: item[k] for k in select if k in item}
+        extra = item.get("_extra") or {}
+        out = {}
+        for k in select:
+            if k in item and k[0] != "_":
+                out[k] = item[k]
+            elif k in extra:
+                out[k] = extra[k]
         for always in ("@odata.etag", "eTag", "id"):
             if always in item and always not in out:
                 out[always] = item[always]

@@ -25,12 +25,14 @@ class Emulator:
         old_keys = getattr(self, "world", None) and self.world.keys
         old_subs = getattr(self, "subscriptions", None)
         world = scenario.load(spec)
+        throttle = Throttle(world)
+        throttle.configure(spec.get("throttling", {}))
         if old_keys:
             world.keys = old_keys
         world.login_base, world.graph_base = self.login_base, self.graph_base
         self.world = world
         self.tokens = Tokens(world)
-        self.throttle = Throttle(world)
+        self.throttle = throttle
         self.subscriptions = Subscriptions(self)
         if old_subs is not None:
             old_subs.close()

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from emulator.directory import App, Certificate, Tenant, User, new_guid, new_secret, thumbprint_of
-from emulator.generate import FIRST, LAST, iso
+from emulator.directory import (
+    AccessPolicy,
+    App,
+    Certificate,
+    Tenant,
+    User,
+    new_guid,
+    new_secret,
+    stable_guid,
+    thumbprint_of,
+)
+from emulator.generate import FIRST, LAST
+from emulator.groups import add_group, find_group
+from emulator.population import populate
 from emulator.world import Settings, World
 
 
@@ -27,10 +38,6 @@ def parse_time(value: Any) -> float | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
-def stable_guid(seed: int, *names: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator:{seed}:" + "/".join(names)))
-
-
 def load(spec: dict[str, Any]) -> World:
     world = World(int(spec.get("seed", 1)), parse_time(spec.get("base_time")))
     apply_settings(world.settings, spec.get("settings", {}))
@@ -40,6 +47,8 @@ def load(spec: dict[str, Any]) -> World:
         add_app(world, app_spec)
     for consent in spec.get("consents", []):
         add_consent(world, consent)
+    for policy in spec.get("access_policies", []):
+        set_access_policy(world, policy["client_id"], policy)
     return world
 
 
@@ -87,6 +96,8 @@ def add_tenant(world: World, spec: dict[str, Any]) -> Tenant:
                 "mailbox": False,
             },
         )
+    if spec.get("population"):
+        populate(world, tenant_id, spec["population"])
     for group_spec in spec.get("groups", []):
         add_group(world, tenant_id, group_spec)
     return tenant
@@ -112,44 +123,23 @@ def add_user(world: World, tenant_id: str, spec: dict[str, Any]) -> User:
         given_name=given,
         surname=surname,
         mailbox=bool(spec.get("mailbox", True)),
+        mailbox_inactive=bool(spec.get("mailbox_inactive", False)),
+        account_enabled=bool(spec.get("account_enabled", True)),
         is_admin=bool(spec.get("admin", False)),
         data=dict(spec.get("data", {})),
     )
-    for attr in ("job_title", "office_location", "mobile_phone", "preferred_language"):
+    for attr in (
+        "job_title",
+        "office_location",
+        "mobile_phone",
+        "preferred_language",
+        "department",
+    ):
         if attr in spec:
             setattr(user, attr, spec[attr])
     if spec.get("mfa_required"):
         user.mfa_required_since = 0.0
     return world.add_user(user)
-
-
-def group_item(world: World, tenant_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    tenant = world.directory.tenants[tenant_id]
-    name = spec.get("display_name") or spec.get("displayName") or "Group"
-    members = []
-    for ref in spec.get("members", []):
-        user = world.directory.find_user(ref)
-        if user is None:
-            raise ScenarioError(f"group member {ref!r} is not a user")
-        members.append(user.id)
-    nick = "".join(ch for ch in name.lower() if ch.isalnum())
-    return {
-        "createdDateTime": iso(world.base_time - 86400 * 90),
-        "description": spec.get("description", f"{name} team"),
-        "displayName": name,
-        "groupTypes": spec.get("group_types", ["Unified"]),
-        "mail": f"{nick}@{tenant.domain}",
-        "mailEnabled": True,
-        "mailNickname": nick,
-        "securityEnabled": False,
-        "_members": members,
-    }
-
-
-def add_group(world: World, tenant_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    item = group_item(world, tenant_id, spec)
-    group_id = spec.get("id") or stable_guid(world.seed, "group", tenant_id, item["displayName"])
-    return world.groups_collection(tenant_id).add(item, item_id=group_id)
 
 
 def certificate(pem: str, thumbprint: str | None = None) -> Certificate:
@@ -209,3 +199,44 @@ def add_consent(world: World, spec: dict[str, Any]) -> None:
     if user_id is None and not scopes and app is not None:
         scopes = set(app.application_permissions)  # admin consent grants what the app asks for
     world.directory.grant(tenant.id, spec["client_id"], user_id, scopes)
+
+
+def set_access_policy(world: World, client_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+    """An Exchange application access policy for the app: `deny` (mailboxes closed to it) or
+    `restrict_to` (the only mailboxes open to it), each a list of user ids or UPNs and group ids
+    or mail addresses, all in one tenant (`tenant`, id or domain, when the list is empty). It
+    replaces the app's policy in that tenant; neither list removes the app's policy (in `tenant`,
+    else in every tenant)."""
+    directory = world.directory
+    if "deny" in spec and "restrict_to" in spec:
+        raise ScenarioError("give deny or restrict_to, not both")
+    tenant_ids: set[str] = set()
+    if spec.get("tenant"):
+        tenant = directory.find_tenant(spec["tenant"])
+        if tenant is None:
+            raise ScenarioError(f"unknown tenant {spec['tenant']!r}")
+        tenant_ids.add(tenant.id)
+    mode = "deny" if "deny" in spec else "restrict" if "restrict_to" in spec else None
+    if mode is None:
+        for key in list(directory.access_policies):
+            if key[1] == client_id and (not tenant_ids or key[0] in tenant_ids):
+                del directory.access_policies[key]
+        return None
+    users: set[str] = set()
+    groups: set[str] = set()
+    for ref in spec["deny" if mode == "deny" else "restrict_to"]:
+        user = directory.find_user(str(ref))
+        group = None if user else find_group(world, str(ref))
+        if user is not None:
+            users.add(user.id)
+            tenant_ids.add(user.tenant_id)
+        elif group is not None:
+            groups.add(group[1])
+            tenant_ids.add(group[0])
+        else:
+            raise ScenarioError(f"unknown user or group {ref!r}")
+    if len(tenant_ids) != 1:
+        raise ScenarioError("a policy lives in one tenant: list one tenant's mailboxes, or give it")
+    policy = AccessPolicy(tenant_ids.pop(), mode, users, groups)
+    directory.access_policies[(policy.tenant_id, client_id)] = policy
+    return policy.public()

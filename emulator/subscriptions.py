@@ -169,7 +169,7 @@ class Subscriptions:
         elif lower.startswith("users/"):
             ref, _, as_sent = path[6:].partition("/")
             user = self.emu.world.directory.find_user(ref)
-            if user is None:
+            if user is None or user.tenant_id != token.tenant_id:
                 raise bad_request(f"Resource '{resource}' does not exist.", "InvalidRequest")
             user_id, rest = user.id, as_sent.lower()
         else:
@@ -252,9 +252,15 @@ class Subscriptions:
             if not body.get(name):
                 raise bad_request(f"Property '{name}' is required.", "InvalidRequest")
         family, prefix, user_id = self.target(token, body["resource"])
-        policy = self.emu.world.directory.access_policies.get(token.client_id)
+        owner = self.emu.world.directory.find_user(user_id) if user_id else None
         outlook = family in ("mail", "events", "contacts")
-        if token.user_id is None and outlook and policy and not policy.allows(user_id or ""):
+        app_only = token.user_id is None
+        if (
+            app_only
+            and outlook
+            and owner
+            and not self.emu.world.app_may_open(token.client_id, owner)
+        ):
             raise blocked_by_access_policy()
         expires = self.check_expiry(family, body.get("expirationDateTime"))
         state = body.get("clientState")

@@ -113,6 +113,20 @@ class World:
     def tenant_of(self, user: User) -> Tenant:
         return self.directory.tenants[user.tenant_id]
 
+    def groups_of(self, user: User) -> set[str]:
+        """Ids of the groups the user is a direct member of."""
+        coll = self.groups_collection(user.tenant_id)
+        groups, _ = coll.scan(0, coll.total)
+        return {g["id"] for g in groups if user.id in g.get("_members", ())}
+
+    def app_may_open(self, client_id: str, user: User) -> bool:
+        """Whether the Exchange application access policy of the user's tenant lets the app's
+        app-only calls into the user's mailbox."""
+        policy = self.directory.access_policies.get((user.tenant_id, client_id))
+        if policy is None:
+            return True
+        return policy.allows(user.id, self.groups_of(user) if policy.group_ids else set())
+
     # mailboxes, created on first use so that big scenarios load instantly
 
     def mailbox(self, user: User) -> Mailbox:
