@@ -13,8 +13,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections.models import AuditEvent, Connection
-from graphsync import engine, orgsync
-from graphsync.models import OrgMember, OrgSync, Record, Resource, SyncJob, SyncRun
+from graphsync import engine, orgsync, subscriptions
+from graphsync.models import (
+    OrgMember,
+    OrgSync,
+    Record,
+    Resource,
+    Subscription,
+    SyncJob,
+    SyncRun,
+)
 from tests.conftest import ADELE, ALEX, MS_CLIENT_ID, MS_TENANT
 from tests.flows import connected, follow_back
 
@@ -189,6 +197,34 @@ def test_a_disabled_account_leaves_and_comes_back_when_enabled(microsoft, app_on
     sync_directory(app_only)
     assert orgsync.reconcile(org.pk).joined == [ALEX]
     assert jobs_of(app_only, ALEX) == PER_USER
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deleted_users_subscriptions_are_taken_down_at_microsoft(
+    portal, microsoft, app_only, django_capture_on_commit_callbacks, monkeypatch
+):
+    org = turn_on(app_only)
+    inbox = SyncJob.objects.get(connection=app_only, mailbox=ALEX, resource=Resource.MAIL,
+                                folder="inbox")  # fmt: skip
+    assert subscriptions.ensure(inbox.pk) == "created"
+    graph_id = Subscription.objects.get(job=inbox).graph_id
+    assert (
+        f"users/{ALEX}/mailFolders('inbox')/messages"
+        == Subscription.objects.get(job=inbox).resource
+    )
+    sent = []
+    monkeypatch.setattr("core.queue.send", lambda task, *args, countdown=None: sent.append(
+        (task, args)))  # fmt: skip
+
+    microsoft.control.delete_user(ALEX)
+    sync_directory(app_only)
+    with django_capture_on_commit_callbacks(execute=True):
+        orgsync.reconcile(org.pk)
+    assert ("graphsync.tasks.maintain_subscription", (inbox.pk,)) in sent
+    assert subscriptions.ensure(inbox.pk) == "deleted"  # what that task does
+    assert not Subscription.objects.filter(job=inbox).exists()
+    live = {s["id"] for s in microsoft.control.subscriptions()["subscriptions"]}
+    assert graph_id not in live
 
 
 def test_a_user_without_a_mailbox_loses_only_their_own_mailbox_jobs(microsoft, app_only):
