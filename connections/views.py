@@ -45,6 +45,7 @@ def _my_connection(request, pk: int) -> Connection:
         Connection.objects.select_related("app"),
         pk=pk,
         user=request.user,
+        kind=Connection.Kind.DELEGATED,  # an organisation's app-only one is the admin's
         app__tenant=_tenant_or_403(request),
     )
 

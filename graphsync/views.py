@@ -20,7 +20,11 @@ RECORDS_PER_PAGE = 50
 
 def _my_connection(request, pk: int) -> Connection:
     return get_object_or_404(
-        Connection, pk=pk, user=request.user, app__tenant=member_tenant(request.user)
+        Connection,
+        pk=pk,
+        user=request.user,
+        kind=Connection.Kind.DELEGATED,  # an organisation's app-only one is the admin's
+        app__tenant=member_tenant(request.user),
     )
 
 
@@ -68,6 +72,7 @@ def record_detail(request, pk: int):
         Record.objects.select_related("connection", "job"),
         pk=pk,
         connection__user=request.user,
+        connection__kind=Connection.Kind.DELEGATED,
         tenant=member_tenant(request.user),
     )
     pretty = json.dumps(record.data, indent=2, ensure_ascii=False, sort_keys=True)

@@ -26,7 +26,11 @@ def my_connections(request):
         return render(request, "connections/no_tenant.html", status=403)
     apps = EntraApp.objects.filter(tenant=tenant, is_active=True).order_by("name")
     mine = list(
-        Connection.objects.filter(user=request.user, app__tenant=tenant)
+        # Their own accounts: an app-only connection reads the whole organisation, which is
+        # the admin's to see, whoever granted the consent.
+        Connection.objects.filter(
+            user=request.user, app__tenant=tenant, kind=Connection.Kind.DELEGATED
+        )
         .select_related("app")
         .order_by("app__name", "user_principal_name")
     )

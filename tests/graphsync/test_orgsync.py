@@ -326,3 +326,21 @@ def test_turning_it_off_stops_every_users_jobs_and_on_again_carries_on(app_only)
     assert jobs_of(app_only, ADELE) == jobs_of(app_only, ALEX) == PER_USER
     inbox.refresh_from_db()
     assert inbox.cursor_is_delta  # carries on from its delta link
+
+
+def test_the_organisations_records_stay_off_member_pages_even_for_who_consented(
+    client, contoso, app_only
+):
+    """The administrator who granted consent owns the app-only connection; made a plain member,
+    they must not read the organisation's mail there: it is the admin's to see."""
+    turn_on(app_only)
+    inbox = SyncJob.objects.get(connection=app_only, mailbox=ALEX, resource=Resource.MAIL,
+                                folder="inbox")  # fmt: skip
+    engine.run(inbox.pk)
+    record = Record.objects.filter(job=inbox).first()
+    assert app_only.user == contoso.admin and record is not None
+    client.force_login(contoso.admin)
+    mine = client.get(reverse("connections:mine"))
+    assert mine.status_code == 200 and "app-only" not in mine.text
+    assert client.get(reverse("graphsync:records", args=[app_only.pk])).status_code == 404
+    assert client.get(reverse("graphsync:record", args=[record.pk])).status_code == 404
