@@ -237,3 +237,19 @@ class TenantFilterForOperators:
     def get_list_filter(self, request):
         filters = list(super().get_list_filter(request))
         return ["tenant", *filters] if request.user.is_superuser else filters
+
+
+class ReadOnlyAdmin(TenantFilterForOperators, TenantScopedAdmin):
+    """History and derived rows, scoped per tenant: nobody adds, changes or deletes them here."""
+
+    tenant_admin_can_add = tenant_admin_can_change = tenant_admin_can_delete = False
+    show_full_result_count = False
+
+    def has_add_permission(self, request, *args) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

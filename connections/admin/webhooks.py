@@ -24,6 +24,7 @@ from connections.models import (
 )
 from connections.models.webhooks import new_secret
 from connections.tenancy import (
+    ReadOnlyAdmin,
     TenantFilterForOperators,
     TenantScopedAdmin,
     TenantScopedInline,
@@ -269,20 +270,6 @@ class AttemptInline(ReadOnlyInline):
     model = DeliveryAttempt
     fields = ["started_at", "duration_ms", "status_code", "error", "response_excerpt"]
     readonly_fields = fields
-
-
-class ReadOnlyAdmin(TenantFilterForOperators, TenantScopedAdmin):
-    tenant_admin_can_add = tenant_admin_can_change = tenant_admin_can_delete = False
-    show_full_result_count = False
-
-    def has_add_permission(self, request, *args) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(WebhookDelivery)

@@ -27,7 +27,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from connections.models import Connection
-from connections.tenancy import TenantFilterForOperators, TenantScopedAdmin
+from connections.tenancy import ReadOnlyAdmin, TenantFilterForOperators, TenantScopedAdmin
 from core.encryption import EncryptedTextField
 from core.formatting import badge, plural, short
 from graphsync import orgsync
@@ -405,10 +405,9 @@ class MailboxFilter(admin.SimpleListFilter):
 
 
 @admin.register(OrgMember)
-class OrgMemberAdmin(TenantFilterForOperators, TenantScopedAdmin):
+class OrgMemberAdmin(ReadOnlyAdmin):
     """Who an organisation-wide sync has had in scope: read-only, kept by reconcile."""
 
-    tenant_admin_can_add = tenant_admin_can_change = tenant_admin_can_delete = False
     list_display = ["user", "state", "mailbox", "records", "last_success", "joined_at", "left_at"]
     list_filter = ["state", MailboxFilter]
     extra_lookups = ("org__id__exact",)  # the organisation's page
@@ -436,15 +435,6 @@ class OrgMemberAdmin(TenantFilterForOperators, TenantScopedAdmin):
         "jobs",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request, *args) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request).select_related(*self.list_select_related)
