@@ -273,6 +273,34 @@ if not DEBUG and _base.scheme == "https":
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 
+# --- signing in (connections.signin, portal.twofactor) -------------------------------------------
+
+# Sign in with Microsoft through a platform-level app the operator registers in Azure (multi-
+# tenant: "Accounts in any organizational directory"); unset, only tenants that chose their own
+# app offer it (README, "Sign in with Microsoft").
+SIGNIN_CLIENT_ID = (read_str("SIGNIN_CLIENT_ID") or "").lower()
+if SIGNIN_CLIENT_ID and not re.fullmatch(
+    r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", SIGNIN_CLIENT_ID
+):
+    raise ImproperlyConfigured(
+        f"SIGNIN_CLIENT_ID: {SIGNIN_CLIENT_ID!r} is not an Application (client) ID (a GUID)"
+    )
+SIGNIN_CLIENT_SECRET = read_str("SIGNIN_CLIENT_SECRET") or ""
+if SIGNIN_CLIENT_ID and not SIGNIN_CLIENT_SECRET:
+    raise ImproperlyConfigured(
+        "SIGNIN_CLIENT_SECRET: required with SIGNIN_CLIENT_ID (or set SIGNIN_CLIENT_SECRET_FILE)"
+    )
+SIGNIN_AUTHORITY = read_str("SIGNIN_AUTHORITY", default="organizations")
+SIGNIN_LOGIN_URL = read_url(
+    "SIGNIN_LOGIN_URL", default="https://login.microsoftonline.com", schemes={"http", "https"}
+).rstrip("/")
+# An invitation link works this many days, once.
+INVITATION_VALID_DAYS = read_int("INVITATION_VALID_DAYS", 7)
+# Failed password sign-ins allowed per account and per address in LOGIN_WINDOW_SECONDS.
+LOGIN_FAILURES_PER_ACCOUNT = read_int("LOGIN_FAILURES_PER_ACCOUNT", 10)
+LOGIN_FAILURES_PER_ADDRESS = read_int("LOGIN_FAILURES_PER_ADDRESS", 50)
+LOGIN_WINDOW_SECONDS = read_int("LOGIN_WINDOW_SECONDS", 900, minimum=60)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -10,6 +10,7 @@ from connections.models.apps import (
 )
 from connections.models.audit import AuditEvent
 from connections.models.connections import AuthorizationAttempt, Connection
+from connections.models.people import Invitation, MicrosoftIdentity
 from connections.models.tenants import Member, Membership, Tenant
 from connections.models.webhooks import (
     DeliveryAttempt,
@@ -32,8 +33,10 @@ __all__ = [
     "DeliveryAttempt",
     "EntraApp",
     "EventType",
+    "Invitation",
     "Member",
     "Membership",
+    "MicrosoftIdentity",
     "Tenant",
     "WebhookDelivery",
     "WebhookEndpoint",

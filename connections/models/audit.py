@@ -42,6 +42,14 @@ class AuditEvent(models.Model):
         ORG_SYNC_CHANGED = "org_sync_changed", "Organisation-wide sync changed"
         ORG_SYNC_PAUSED = "org_sync_paused", "Organisation-wide sync paused"
         ORG_SYNC_RESUMED = "org_sync_resumed", "Organisation-wide sync resumed"
+        SIGNED_IN = "signed_in", "Signed in with Microsoft"
+        SIGN_IN_REFUSED = "sign_in_refused", "Sign-in refused"
+        MEMBER_JOINED = "member_joined", "Member joined"
+        INVITATION_SENT = "invitation_sent", "Invitation sent"
+        INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
+        INVITATION_ACCEPTED = "invitation_accepted", "Invitation accepted"
+        SIGN_IN_SETTINGS = "sign_in_settings", "Sign-in settings changed"
+        TWO_FACTOR = "two_factor", "Two-factor authentication changed"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_events")
     app = models.ForeignKey(

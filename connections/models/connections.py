@@ -114,11 +114,12 @@ class Connection(models.Model):
 
 
 class AuthorizationAttempt(models.Model):
-    """One trip to Microsoft: the connect flow or admin consent. Single use."""
+    """One trip to Microsoft: the connect flow, admin consent or a sign-in. Single use."""
 
     class Kind(models.TextChoices):
         CONNECT = "connect", "Connect an account"
         ADMIN_CONSENT = "admin_consent", "Admin consent"
+        SIGN_IN = "sign_in", "Sign in with Microsoft"
 
     class Outcome(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -148,9 +149,23 @@ class AuthorizationAttempt(models.Model):
         blank=True,
         related_name="attempts",
     )
+    # None for a sign-in through the platform's own app (settings.SIGNIN_CLIENT_ID).
     app = models.ForeignKey(
-        EntraApp, on_delete=models.CASCADE, related_name="authorization_attempts"
+        EntraApp,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="authorization_attempts",
     )
+    # A sign-in: the invitation it accepts, and whether it also connects the account.
+    invitation = models.ForeignKey(
+        "connections.Invitation",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="attempts",
+    )
+    connect_too = models.BooleanField(default=False)
     return_path = models.CharField(max_length=500, default="/")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
