@@ -140,7 +140,7 @@ def start_admin_consent(user, app: EntraApp, return_path: str = "/") -> str:
 _AADSTS = re.compile(r"^AADSTS(\d+)")
 
 
-def _claim(user, state: str, browser_states: frozenset[str]) -> AuthorizationAttempt:
+def claim(user, state: str, browser_states: frozenset[str]) -> AuthorizationAttempt:
     """The pending attempt named by `state`, marked used so it can never be used again. A
     member's attempt must come back to the member who started it; a connect session's, which
     has no member, to the browser that opened the session (`browser_states`)."""
@@ -153,7 +153,10 @@ def _claim(user, state: str, browser_states: frozenset[str]) -> AuthorizationAtt
     )
     if attempt is None:
         owner_matches = False
-    elif attempt.connect_session_id is not None:
+    elif (
+        attempt.connect_session_id is not None or attempt.kind == AuthorizationAttempt.Kind.SIGN_IN
+    ):
+        # Nobody is signed in yet: the browser that started it must be the one coming back.
         owner_matches = state in browser_states
     else:
         owner_matches = user is not None and user.is_authenticated and attempt.user_id == user.pk
@@ -171,7 +174,7 @@ def _claim(user, state: str, browser_states: frozenset[str]) -> AuthorizationAtt
     return attempt
 
 
-def _authorize_error(params: dict[str, str], app: EntraApp) -> FlowError:
+def authorize_error(params: dict[str, str], app: EntraApp) -> FlowError:
     error = params.get("error", "")
     description = params.get("error_description", "")
     # The authorize redirect carries no error_codes: the AADSTS number that starts
@@ -211,7 +214,7 @@ def _authorize_error(params: dict[str, str], app: EntraApp) -> FlowError:
     return FlowError("other", "Microsoft could not complete the sign-in.", **common)
 
 
-def _token_error(exc: IdentityError, app: EntraApp) -> FlowError:
+def token_error(exc: IdentityError, app: EntraApp) -> FlowError:
     common = {
         "code": exc.aadsts,
         "trace_id": exc.trace_id,
@@ -274,13 +277,13 @@ def attempt_for(state: str) -> AuthorizationAttempt | None:
 def complete(
     user, params: dict[str, str], browser_states: frozenset[str] = frozenset()
 ) -> tuple[AuthorizationAttempt, Connection]:
-    attempt = _claim(user, params.get("state", ""), browser_states)
+    attempt = claim(user, params.get("state", ""), browser_states)
     if attempt.connect_session_id is not None:
         user = None  # the end user's, not whoever may be signed in to Graphport
     app = attempt.app
     try:
         if params.get("error"):
-            raise _authorize_error(params, app)
+            raise authorize_error(params, app)
         if attempt.kind == AuthorizationAttempt.Kind.ADMIN_CONSENT:
             connection = _complete_admin_consent(attempt, params, user)
         else:
@@ -290,9 +293,14 @@ def complete(
     attempt.outcome = AuthorizationAttempt.Outcome.SUCCEEDED
     attempt.connection = connection
     attempt.save(update_fields=["outcome", "connection"])
-    # The connection is stored: what its listeners do next (create sync jobs, enqueue the first
-    # runs) must not turn that into an error page. A listener's failure is logged; the jobs
-    # are due, and beat starts them.
+    announce(connection)
+    return attempt, connection
+
+
+def announce(connection: Connection) -> None:
+    """Tell the listeners a connection was stored. What they do next (create sync jobs, enqueue
+    the first runs) must not turn that into an error page: a listener's failure is logged; the
+    jobs are due, and beat starts them."""
     for receiver, failure in signals.connected.send_robust(
         sender=Connection, connection=connection
     ):
@@ -303,16 +311,15 @@ def complete(
                 receiver,
                 exc_info=failure,
             )
-    return attempt, connection
 
 
-def _with_each_credential(app: EntraApp, token_url: str, call):
+def with_each_credential(app: EntraApp, token_url: str, call):
     try:
         return credentials.with_each(app, token_url, call)
     except credentials.NoCredential as exc:
         raise FlowError("app_credentials", exc.description, app=app) from None
     except IdentityError as exc:
-        raise _token_error(exc, app) from None
+        raise token_error(exc, app) from None
 
 
 def _complete_connect(attempt: AuthorizationAttempt, params: dict[str, str], user) -> Connection:
@@ -320,7 +327,7 @@ def _complete_connect(attempt: AuthorizationAttempt, params: dict[str, str], use
     code = params.get("code", "")
     if not code:
         raise FlowError("other", "Microsoft's answer carried no authorization code.", app=app)
-    token = _with_each_credential(
+    token = with_each_credential(
         app,
         app.token_url,
         lambda credential: identity.exchange_code(
@@ -341,10 +348,10 @@ def _complete_connect(attempt: AuthorizationAttempt, params: dict[str, str], use
         raise FlowError(
             "invalid_id_token", f"The sign-in could not be verified: {exc}.", app=app
         ) from None
-    return _store_connection(app, user, who, token, attempt.connect_session)
+    return store_connection(app, user, who, token, attempt.connect_session)
 
 
-def _store_connection(
+def store_connection(
     app: EntraApp,
     user,
     who: idtoken.Identity,
@@ -483,7 +490,7 @@ def _complete_admin_consent(
     # Never trust `tenant` from the redirect alone (docs/microsoft.md, "Admin consent"): a token
     # request proves it.
     token_url = app.token_url_for(tenant_id)
-    token = _with_each_credential(
+    token = with_each_credential(
         app,
         token_url,
         lambda credential: identity.app_token(

@@ -10,26 +10,14 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from connections import connect, connect_sessions
+from connections import connect, connect_sessions, signin_views
+from connections.browser import forget_state, remember_state, safe_return_path, states
 from connections.models import Connection, EntraApp
 from connections.tenancy import admin_tenant, member_tenant
-
-
-def safe_return_path(request, candidate: str | None, default: str) -> str:
-    """Same-origin paths only: anything else (another host, a scheme, //evil) is dropped."""
-    if (
-        candidate
-        and url_has_allowed_host_and_scheme(candidate, allowed_hosts=None, require_https=False)
-        and candidate.startswith("/")
-        and not candidate.startswith("//")
-    ):
-        return candidate
-    return default
 
 
 def _tenant_or_403(request):
@@ -95,34 +83,34 @@ def start_admin_consent(request, app_id: int):
 @require_http_methods(["GET", "POST"])
 def callback(request):
     params = (request.POST if request.method == "POST" else request.GET).dict()
-    if not request.user.is_authenticated and params.get("state") not in request.session.get(
-        SESSION_STATES, ()
-    ):
-        if request.method == "POST" and params.get("state") and "resubmitted" not in params:
+    browser_states = states(request)
+    state = params.get("state")
+    if not request.user.is_authenticated and state not in browser_states:
+        if request.method == "POST" and state and "resubmitted" not in params:
             # A cross-site form_post carries no SameSite=Lax session cookie. Post the same
             # fields again from our own page, where the browser does send it.
             return render(request, "connections/resubmit.html", {"fields": params.items()})
         error = connect.FlowError("bad_state", "You are not signed in to Graphport.")
-        return _error_page(request, error)
+        return error_page(request, error)
     params.pop("resubmitted", None)
-    browser_states = frozenset(request.session.get(SESSION_STATES, ()))
-    if params.get("state") in browser_states:
+    if state in browser_states:
+        attempt = connect.attempt_for(state)
+        if attempt is not None and attempt.kind == attempt.Kind.SIGN_IN:
+            try:
+                return signin_views.finish(request, params, browser_states)
+            except connect.FlowError as error:
+                return error_page(request, error, sign_in=True)
         return _session_callback(request, params, browser_states)
     try:
         attempt, connection = connect.complete(request.user, params)
     except connect.FlowError as error:
-        return _error_page(request, error)
+        return error_page(request, error)
     if attempt.kind == attempt.Kind.ADMIN_CONSENT:
         messages.success(request, "Admin consent granted and verified.")
     else:
         name = connection.user_principal_name or connection.display_name
         messages.success(request, f"Connected {name}.")
     return redirect(safe_return_path(request, attempt.return_path, reverse("connections:mine")))
-
-
-# The states of the connect sessions this browser opened, newest last (a few, for several tabs).
-SESSION_STATES = "graphport.connect_session_states"
-SESSION_STATES_KEPT = 5
 
 
 @require_http_methods(["GET"])
@@ -135,16 +123,13 @@ def open_session(request, token: str):
             request, "connections/session_unusable.html", {"reason": str(exc)}, status=410
         )
     state, authorize_url = connect.start_session_connect(session)
-    kept = list(request.session.get(SESSION_STATES, ()))[-(SESSION_STATES_KEPT - 1) :]
-    request.session[SESSION_STATES] = [*kept, state]
+    remember_state(request, state)
     return HttpResponseRedirect(authorize_url)
 
 
 def _session_callback(request, params: dict[str, str], browser_states: frozenset[str]):
     """The end of a connect session: back to the customer's return URL, with the outcome."""
-    request.session[SESSION_STATES] = [
-        s for s in request.session.get(SESSION_STATES, ()) if s != params.get("state")
-    ]
+    forget_state(request, params.get("state", ""))
     try:
         attempt, connection = connect.complete(None, params, browser_states)
     except connect.FlowError as error:
@@ -152,14 +137,14 @@ def _session_callback(request, params: dict[str, str], browser_states: frozenset
         if error.kind == "bad_state" or attempt is None or attempt.connect_session is None:
             # Not this session's attempt to end (a replay, an expired sign-in): its outcome,
             # perhaps already a success, stays as it is.
-            return _error_page(request, error)
+            return error_page(request, error)
         return HttpResponseRedirect(
             connect_sessions.finish(attempt.connect_session, None, error.kind)
         )
     return HttpResponseRedirect(connect_sessions.finish(attempt.connect_session, connection))
 
 
-def _error_page(request, error: connect.FlowError):
+def error_page(request, error: connect.FlowError, sign_in: bool = False):
     app = error.app
     can_consent = (
         app is not None
@@ -170,6 +155,6 @@ def _error_page(request, error: connect.FlowError):
     return render(
         request,
         "connections/callback_error.html",
-        {"error": error, "app": app, "can_consent": can_consent},
+        {"error": error, "app": app, "can_consent": can_consent, "sign_in": sign_in},
         status=error.status,
     )

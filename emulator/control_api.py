@@ -145,6 +145,7 @@ async def update_app(request: web.Request) -> web.Response:
         "name",
         "public_client",
         "home_tenant",
+        "id_token_amr",
     ):
         if key in body:
             setattr(app, key, body[key])

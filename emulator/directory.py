@@ -44,6 +44,9 @@ class App:
     certificates: list[Certificate] = field(default_factory=list)
     application_permissions: list[str] = field(default_factory=list)
     public_client: bool = False
+    # Microsoft's v2.0 ID tokens carry no `amr`; a tenant that maps it in (claims mapping)
+    # gets ["pwd"], with "mfa" after a multi-factor sign-in. Off, as Microsoft's default.
+    id_token_amr: bool = False
 
     def public(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class App:
             "secrets": [s.public() for s in self.secrets],
             "certificates": [c.thumbprint for c in self.certificates],
             "application_permissions": self.application_permissions,
+            "id_token_amr": self.id_token_amr,
         }
 
 

@@ -68,6 +68,9 @@ class Emulator:
         }
         if user.mail:
             claims["email"] = user.mail
+        app = self.world.directory.apps.get(grant.client_id)
+        if app is not None and app.id_token_amr:
+            claims["amr"] = ["pwd", "mfa"] if grant.mfa_at else ["pwd"]
         if nonce:
             claims["nonce"] = nonce
         return self.world.keys.sign(claims)

@@ -165,6 +165,7 @@ def add_app(world: World, spec: dict[str, Any]) -> App:
         redirect_uris=list(spec.get("redirect_uris", [])),
         application_permissions=list(spec.get("application_permissions", [])),
         public_client=bool(spec.get("public_client", False)),
+        id_token_amr=bool(spec.get("id_token_amr", False)),
     )
     for secret_spec in spec.get("secrets", []):
         app.secrets.append(make_secret(secret_spec))

@@ -231,6 +231,7 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
+                "connections.signin_views.offered",
                 "django.contrib.messages.context_processors.messages",
             ],
         },

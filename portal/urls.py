@@ -16,6 +16,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("accounts/", include("connections.signin_urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("connections/", include(member_connections)),
     path("sync/", include("graphsync.urls")),
