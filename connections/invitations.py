@@ -61,13 +61,15 @@ def _send(invitation: Invitation, link: str) -> None:
 
 
 def _refresh_and_send(invitation: Invitation) -> None:
-    now = timezone.now()
+    """A new link and validity period, saved before the mail goes (a link never names a secret
+    that is not stored) and marked sent only once it went."""
     link = _new_link(invitation)
-    invitation.expires_at = now + timedelta(days=settings.INVITATION_VALID_DAYS)
-    invitation.sent_at = now
-    invitation.times_sent += 1
-    invitation.save(update_fields=["secret_hash", "expires_at", "sent_at", "times_sent"])
+    invitation.expires_at = timezone.now() + timedelta(days=settings.INVITATION_VALID_DAYS)
+    invitation.save(update_fields=["secret_hash", "expires_at"])
     _send(invitation, link)
+    invitation.sent_at = timezone.now()
+    invitation.times_sent += 1
+    invitation.save(update_fields=["sent_at", "times_sent"])
 
 
 def invite(tenant: Tenant, email: str, role: str, invited_by) -> Invitation:

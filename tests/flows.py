@@ -47,3 +47,12 @@ def wait_for(condition, timeout: float = 20.0, every: float = 0.1):
             return value
         time.sleep(every)
     raise AssertionError(f"not within {timeout} s")
+
+
+def sign_in(client, microsoft, user=ADELE, path=None, data=None, mfa=True):
+    """Press a Sign in with Microsoft button (by default the sign-in page's), pick `user` at the
+    emulator, and deliver Microsoft's answer."""
+    response = client.post(path or reverse("signin-microsoft"), data or {})
+    assert response.status_code == 302, response.content
+    outcome = microsoft.control.sign_in(response["Location"], user, mfa=mfa)
+    return follow_back(client, outcome)

@@ -7,6 +7,7 @@ from connections.admin import (  # noqa: F401 (registrations)
     apps,
     audit,
     connections,
+    people,
     tenants,
     webhooks,
 )

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.forms import SetPasswordMixin
 from django.db import transaction
+from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from connections import connect_sessions
+from connections import audit, connect_sessions
+from connections.clouds import is_guid
 from connections.models import (
+    AuditEvent,
+    Connection,
+    EntraApp,
     Member,
     Membership,
     Tenant,
@@ -30,12 +37,32 @@ class MembershipInline(TenantScopedInline, admin.TabularInline):
 NOT_AVAILABLE = "This {} is not available: choose another."
 
 
+SIGN_IN_FIELDS = [
+    "directory_id",
+    "join_policy",
+    "invitations_any_account",
+    "signin_app",
+    "require_admin_2fa",
+]
+
+
 class TenantForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = ["name", "return_origins"]
-        error_messages = {"name": {"unique": NOT_AVAILABLE.format("name")}}
+        fields = ["name", "return_origins", *SIGN_IN_FIELDS]
+        error_messages = {
+            "name": {"unique": NOT_AVAILABLE.format("name")},
+            "directory_id": {"unique": NOT_AVAILABLE.format("directory")},
+        }
         widgets = {"return_origins": forms.Textarea(attrs={"rows": 3})}
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+        if "signin_app" in self.fields:
+            apps = EntraApp.objects.filter(tenant=self.instance.pk or -1, is_active=True)
+            self.fields["signin_app"].queryset = apps
+            self.fields["signin_app"].empty_label = "Graphport's sign-in app"
 
     def clean_return_origins(self) -> str:
         lines = [line.strip() for line in self.cleaned_data["return_origins"].splitlines()]
@@ -45,15 +72,96 @@ class TenantForm(forms.ModelForm):
             raise forms.ValidationError(problems)
         return "\n".join(connect_sessions.origin_of(line) for line in lines)
 
+    def clean_directory_id(self) -> str | None:
+        value = (self.cleaned_data.get("directory_id") or "").strip().lower() or None
+        if value is None or value == self.instance.directory_id:
+            return value
+        if not is_guid(value):
+            raise forms.ValidationError(f"{value!r} is not a Directory (tenant) ID (a GUID).")
+        operator = self.request is not None and self.request.user.is_superuser
+        proven = Connection.objects.filter(
+            app__tenant=self.instance.pk or -1,
+            kind=Connection.Kind.APPLICATION,
+            ms_tenant_id=value,
+        ).exists()
+        if not (operator or proven):
+            # Anyone can type a directory's ID; only its administrators can grant admin consent
+            # in it, so a consent proves the directory is this tenant's to trust.
+            raise forms.ValidationError(
+                "Graphport trusts a directory once one of its administrators has granted admin "
+                "consent to one of your apps (Entra app registrations → Grant admin consent). "
+                "Grant it first, or ask a Graphport operator."
+            )
+        return value
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("join_policy") == Tenant.JoinPolicy.DIRECTORY and not cleaned.get(
+            "directory_id"
+        ):
+            self.add_error(
+                "join_policy", "People can join from a directory only once it is verified."
+            )
+        return cleaned
+
 
 @admin.register(Tenant)
 class TenantAdmin(TenantScopedAdmin):
     form = TenantForm
     tenant_lookup = "pk"
     tenant_admin_can_add = tenant_admin_can_delete = False
-    list_display = ["name", "created_at"]
-    search_fields = ["name"]
+    list_display = ["name", "directory_id", "join_policy", "created_at"]
+    search_fields = ["name", "=directory_id"]
     inlines = [MembershipInline]
+    readonly_fields = ["signin_link"]
+    fieldsets = [
+        (None, {"fields": ["name"]}),
+        ("Customer API", {"fields": ["return_origins"]}),
+        (
+            "Signing in",
+            {
+                "fields": [
+                    "directory_id",
+                    "join_policy",
+                    "invitations_any_account",
+                    "signin_app",
+                    "signin_link",
+                    "require_admin_2fa",
+                ]
+            },
+        ),
+    ]
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+
+        class RequestForm(form):
+            def __init__(self, *args, **inner):
+                super().__init__(*args, request=request, **inner)
+
+        return RequestForm
+
+    @admin.display(description="Your organisation's sign-in link")
+    def signin_link(self, obj: Tenant) -> str:
+        if obj.pk is None:
+            return "—"
+        url = settings.PORTAL_BASE_URL + reverse("signin-organisation", args=[obj.signin_key])
+        return format_html("<code>{}</code>", url)
+
+    def save_model(self, request, obj: Tenant, form, change):
+        super().save_model(request, obj, form, change)
+        changed = [name for name in SIGN_IN_FIELDS if name in form.changed_data]
+        if change and changed:
+            audit.record(
+                AuditEvent.Kind.SIGN_IN_SETTINGS,
+                "Sign-in settings changed: "
+                + ", ".join(
+                    f"{Tenant._meta.get_field(n).verbose_name} → {getattr(obj, n)}" for n in changed
+                )
+                + ".",
+                tenant=obj,
+                actor=request.user,
+            )
 
 
 class MemberForm(SetPasswordMixin, forms.ModelForm):
