@@ -17,13 +17,25 @@ from django.db import transaction
 from django.utils import timezone
 
 from connections import apikeys
-from connections.models import ApiKey, ClientSecret, EntraApp, Membership, Tenant
+from connections.models import (
+    ApiKey,
+    ClientSecret,
+    EntraApp,
+    Membership,
+    MicrosoftIdentity,
+    Tenant,
+)
 
 # The emulator's demo scenario (emulator/scenarios/demo.json): its app and its tenant.
 DEMO_CLIENT_ID = "3c9e6d1a-52b4-4f7e-8a1d-6b0c2e9f4a17"
 DEMO_SECRET = "demo~secret.GraphportEmulator0123456789"
 DEMO_MS_TENANT = "8a3f2b1c-4d5e-4f60-9a7b-1c2d3e4f5a6b"
 DEMO_TENANT = "Contoso (demo)"
+# The emulator's "Graphport sign-in (demo)" app: the platform's Sign in with Microsoft.
+DEMO_SIGNIN_CLIENT_ID = "b6e1f0a2-3c4d-4e5f-9a6b-7c8d9e0f1a2b"
+DEMO_SIGNIN_SECRET = "demo~signin.GraphportEmulator012345678"
+# alex's login signs in with Microsoft as the emulator's Alex Wilber.
+DEMO_ALEX = "0c7d8e9f-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
 LOGINS = (
     ("operator", None, None),
     ("contoso-admin", "admin", "Tenant administrator of Contoso (demo)"),
@@ -88,6 +100,10 @@ def load(login_url: str, graph_url: str) -> Demo:
     if not tenant.return_origins:  # connect sessions may come back to the portal itself
         tenant.return_origins = settings.PORTAL_BASE_URL
         tenant.save(update_fields=["return_origins"])
+    if tenant.directory_id is None:  # the emulator's Contoso may join with Microsoft
+        tenant.directory_id = DEMO_MS_TENANT
+        tenant.join_policy = Tenant.JoinPolicy.DIRECTORY
+        tenant.save(update_fields=["directory_id", "join_policy"])
     logins = []
     for username, role, label in LOGINS:
         user = users.filter(username=username).first()
@@ -102,6 +118,12 @@ def load(login_url: str, graph_url: str) -> Demo:
             if role:
                 Membership.objects.create(user=user, tenant=tenant, role=role)
         logins.append(Login(username, passwords[username], label or "Operator (superuser)"))
+        if username == "alex":
+            MicrosoftIdentity.objects.get_or_create(
+                ms_tenant_id=DEMO_MS_TENANT,
+                ms_object_id=DEMO_ALEX,
+                defaults={"user": user, "username": "alex.wilber@contoso.example"},
+            )
     app, created = EntraApp.objects.get_or_create(
         tenant=tenant,
         client_id=DEMO_CLIENT_ID,

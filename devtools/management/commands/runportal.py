@@ -62,6 +62,10 @@ class Command(BaseCommand):
             if not no_emulator:
                 login_url, graph_url = self.start_emulator(options, started, env)
                 loaded = demo.load(login_url, graph_url)
+                if not settings.SIGNIN_CLIENT_ID:  # Sign in with Microsoft, at the emulator
+                    env["SIGNIN_CLIENT_ID"] = demo.DEMO_SIGNIN_CLIENT_ID
+                    env["SIGNIN_CLIENT_SECRET"] = demo.DEMO_SIGNIN_SECRET
+                    env["SIGNIN_LOGIN_URL"] = login_url
             commands = {
                 "worker": [
                     python,
@@ -160,6 +164,8 @@ class Command(BaseCommand):
                 "Adele Vance on the emulator's sign-in page and press Accept; her mail, calendar,",
                 "contacts and files arrive within seconds. As contoso-admin, open the app in the",
                 "admin to verify its credentials and grant admin consent (directory sync).",
+                "Or press Sign in with Microsoft: Alex Wilber is alex's login; Diego Siciliani",
+                "joins Contoso (demo) as a new member (its directory is verified and open).",
             ]
         elif no_emulator:
             lines.append(
