@@ -62,6 +62,7 @@ class SignedIn:
     return_path: str
     joined: bool = False
     linked: bool = False
+    accepted: bool = False  # an invitation
     connection: Connection | None = None
     connect_problem: str = ""
 
@@ -268,7 +269,15 @@ def _admit(attempt: AuthorizationAttempt, who: idtoken.Identity) -> SignedIn:
             ms_tenant_id=who.tenant_id,
         )
     linked = attempt.user_id is not None and known is None
-    return SignedIn(user, tenant, strong, attempt.return_path, joined=joined, linked=linked)
+    return SignedIn(
+        user,
+        tenant,
+        strong,
+        attempt.return_path,
+        joined=joined,
+        linked=linked,
+        accepted=attempt.invitation_id is not None,
+    )
 
 
 def _remember(user, who: idtoken.Identity, known: MicrosoftIdentity | None) -> None:

@@ -84,7 +84,7 @@ def finish(request, params: dict[str, str], browser_states: frozenset[str]):
         request.session[signin.MICROSOFT_MFA_SESSION_KEY] = True
     if result.linked:
         messages.success(request, "Your Microsoft account now signs you in.")
-    elif result.joined and result.tenant is not None:
+    elif result.tenant is not None and (result.joined or result.accepted):
         messages.success(request, f"Welcome to {result.tenant}.")
     if result.connection is not None:
         name = result.connection.user_principal_name or result.connection.display_name

@@ -22,8 +22,7 @@ from connections.models import (
     MicrosoftIdentity,
     Tenant,
 )
-from tests.conftest import ADELE, MS_TENANT
-from tests.connections.conftest import FABRIKAM
+from tests.conftest import ADELE, FABRIKAM, MS_TENANT
 from tests.flows import sign_in
 
 pytestmark = pytest.mark.django_db

@@ -15,8 +15,7 @@ from connections.models import (
     MicrosoftIdentity,
     Tenant,
 )
-from tests.conftest import ADELE, ALEX, MS_TENANT
-from tests.connections.conftest import FABRIKAM, PLATFORM_CLIENT_ID
+from tests.conftest import ADELE, ALEX, FABRIKAM, MS_TENANT, PLATFORM_CLIENT_ID
 from tests.flows import follow_back, sign_in
 
 pytestmark = pytest.mark.django_db
