@@ -7,7 +7,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from connections import connect
+from connections import connect, signin
 from connections.models import Connection, EntraApp
 from connections.tenancy import admin_tenant, member_tenant
 from graphsync import status
@@ -51,6 +51,8 @@ def my_connections(request):
             "apps": apps,
             "rows": rows,
             "is_tenant_admin": admin_tenant(request.user) == tenant,
+            "sign_in_accounts": list(request.user.microsoft_identities.all()),
+            "can_link": signin.app_for(tenant) is not None,
         },
     )
 

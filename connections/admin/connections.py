@@ -217,6 +217,8 @@ class AuthorizationAttemptAdmin(TenantScopedAdmin):
         "error_description",
         "trace_id",
         "connection",
+        "invitation",
+        "connect_too",
         "return_path",
         "created_at",
         "expires_at",

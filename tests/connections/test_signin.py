@@ -225,9 +225,12 @@ def test_an_organisations_link_does_not_sign_in_another_organisations_people(
 
 def test_a_member_links_their_microsoft_account(client, platform, contoso):
     client.force_login(contoso.member)
+    assert b"Sign in with Microsoft next time" in client.get(reverse("connections:mine")).content
     response = sign_in(client, platform, path=reverse("signin-link"))
     assert response.status_code == 302
     assert MicrosoftIdentity.objects.get().user == contoso.member
+    page = client.get(reverse("connections:mine")).content
+    assert b"You sign in with Microsoft as <strong>adele.vance@contoso.example" in page
 
     client.post(reverse("logout"))
     sign_in(client, platform)
