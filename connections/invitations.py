@@ -215,6 +215,8 @@ def accept_signed_in(invitation_id: int, who, known: MicrosoftIdentity | None):
         user = logins.new_login(who.username or invitation.email, invitation.email, who.name)
     else:
         user = known.user
+        if not user.is_active:
+            raise FlowError("invitation", "Your Graphport login is deactivated.")
         membership = getattr(user, "membership", None)
         if user.is_superuser or (membership and membership.tenant_id != tenant.pk):
             raise FlowError(

@@ -6,6 +6,8 @@ and tests can clear them by pattern. Each function says what the key holds and w
 
 from __future__ import annotations
 
+from django.utils.crypto import salted_hmac
+
 PREFIX = "graphport:"
 
 #: throttle budgets, leases and cooldowns (graphsync.throttle); the scope and part follow
@@ -63,3 +65,40 @@ def api_rate(key_id: int) -> str:
     """Requests of one API key in the current minute (portal.api.auth): a count that lives as
     long as the window."""
     return f"{PREFIX}api-rate:{key_id}"
+
+
+def _typed(text: str) -> str:
+    """What someone typed, lower-cased (case variants share one budget) and keyed-hashed: a key
+    never holds it, not even a password typed into the wrong field, and without SECRET_KEY a
+    hash cannot be matched against a list of guesses."""
+    return salted_hmac("graphport.keys", text.lower()).hexdigest()
+
+
+#: every sign-in budget: deleting them lets everyone try again at once
+LOGIN_FAILURES_PATTERN = f"{PREFIX}login-failures:*"
+
+
+def login_failures_account(username: str) -> str:
+    """Failed password sign-ins for one username in the current window, whether or not it names
+    an account (portal.login): a count that lives as long as the window."""
+    return f"{PREFIX}login-failures:account:{_typed(username)}"
+
+
+def login_failures_address(address: str) -> str:
+    """Failed password sign-ins from one address in the current window (portal.login)."""
+    return f"{PREFIX}login-failures:address:{address}"
+
+
+#: every password reset budget
+PASSWORD_RESETS_PATTERN = f"{PREFIX}password-resets:*"
+
+
+def password_resets_email(email: str) -> str:
+    """Password reset requests for one e-mail address in the current window, whether or not an
+    account has it (portal.login)."""
+    return f"{PREFIX}password-resets:email:{_typed(email)}"
+
+
+def password_resets_address(address: str) -> str:
+    """Password reset requests from one address in the current window (portal.login)."""
+    return f"{PREFIX}password-resets:address:{address}"

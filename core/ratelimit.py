@@ -27,6 +27,20 @@ def client_ip(request: HttpRequest) -> str | None:
         return None
 
 
+def sender(request: HttpRequest) -> str:
+    """Who a request counts against: its trusted address (client_ip), an IPv6
+    sender by its /64, the block one customer line is given."""
+    address = client_ip(request)
+    if address is None:
+        return "unknown"
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
+    return address
+
+
 def over_budget(key: str, limit: int, window_seconds: int, cost: int = 1) -> float | None:
     """Count `cost` (one request, say; 0 only looks) under `key` in a fixed window; the seconds
     until the window ends when the count is over `limit`, else None. Without Redis nothing is

@@ -17,7 +17,6 @@ delivery that failed for up to four hours).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 from collections.abc import Callable
@@ -37,20 +36,6 @@ MAX_TOKEN_LENGTH = 1024  # Graph's tokens are a sentence and a GUID
 BUDGET_WINDOW_SECONDS = 10
 # Dropped notifications per sending address and window.
 JUNK_BUDGET = 1000
-
-
-def sender(request: HttpRequest) -> str:
-    """Who a request counts against: its trusted address (core.ratelimit.client_ip), an IPv6
-    sender by its /64, the block one customer line is given."""
-    address = ratelimit.client_ip(request)
-    if address is None:
-        return "unknown"
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped:
-            return str(ip.ipv4_mapped)
-        return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
-    return address
 
 
 def over_budget(address: str) -> float | None:
@@ -84,7 +69,7 @@ def _too_many(retry_in: float) -> HttpResponse:
 def _receive(
     request: HttpRequest, accept: Callable[[list[dict]], notifications.Delivery]
 ) -> HttpResponse:
-    address = sender(request)
+    address = ratelimit.sender(request)
     retry_in = over_budget(address)
     if retry_in is not None:
         # No log line per refused request: a flood would write one each.

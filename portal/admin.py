@@ -6,6 +6,10 @@ extra context to the index template, so the dashboard's queries run once in the 
 query counts are measured, and `templates/admin/index.html` only lays the figures out. Patching
 `admin.site.index` at start-up or querying from a template tag would hide the same thing in a
 less obvious place. Every `admin.register()` and `admin.site` keep working unchanged.
+
+Its login shares the portal's budgets of failed sign-ins (portal.login), and answers 429 as the
+portal's does: AdminSite.login builds Django's LoginView itself, so the status is set on what it
+returns.
 """
 
 from __future__ import annotations
@@ -13,9 +17,15 @@ from __future__ import annotations
 from django.contrib import admin
 
 from portal import charts, dashboard
+from portal.login import AdminLoginForm, answer_429_when_refused
 
 
 class GraphportAdminSite(admin.AdminSite):
+    login_form = AdminLoginForm
+
+    def login(self, request, extra_context=None):
+        return answer_429_when_refused(super().login(request, extra_context))
+
     def index(self, request, extra_context=None):
         board = dashboard.for_user(request.user)
         context = {"dashboard": board}

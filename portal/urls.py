@@ -3,7 +3,7 @@ from django.urls import include, path
 
 from connections import urls as connections_urls
 from graphsync import webhooks
-from portal import views
+from portal import login, views
 
 # The member's connections page joins the connect flow's URLs under one namespace: it shows
 # syncs as well as connections, so it is the portal's, not the connections app's.
@@ -17,6 +17,9 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("connections.signin_urls")),
+    # Django's own login and reset request, with budgets (portal.login); the rest is Django's.
+    path("accounts/login/", login.LoginView.as_view(), name="login"),
+    path("accounts/password_reset/", login.PasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("connections/", include(member_connections)),
     path("sync/", include("graphsync.urls")),

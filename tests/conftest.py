@@ -47,6 +47,17 @@ def no_sync_on_connect(settings):
     settings.GRAPHSYNC_START_ON_CONNECT = False
 
 
+@pytest.fixture(autouse=True)
+def fresh_sign_in_budgets():
+    """Every test starts with unspent sign-in and password-reset budgets (portal.login): they
+    live in Redis for an hour, longer than a test run."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for pattern in (keys.LOGIN_FAILURES_PATTERN, keys.PASSWORD_RESETS_PATTERN):
+        found = list(client.scan_iter(pattern, count=1000))
+        if found:
+            client.delete(*found)
+
+
 @pytest.fixture
 def operator(db):
     return make_user("operator", staff=True, superuser=True)

@@ -149,6 +149,7 @@ def test_the_admin_checks_allowed_origins(client, contoso):
         {
             "name": contoso.tenant.name,
             "return_origins": "https://ok.example\nhttps://bad.example/with/path",
+            "join_policy": "invited",
             "memberships-TOTAL_FORMS": 0,
             "memberships-INITIAL_FORMS": 0,
         },
@@ -159,6 +160,7 @@ def test_the_admin_checks_allowed_origins(client, contoso):
         {
             "name": contoso.tenant.name,
             "return_origins": "https://OK.example:443/\nhttps://app.example:8443",
+            "join_policy": "invited",
             "memberships-TOTAL_FORMS": 0,
             "memberships-INITIAL_FORMS": 0,
         },

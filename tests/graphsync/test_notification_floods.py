@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from django.test import RequestFactory
 from django.urls import reverse
 
-from core import keys
+from core import keys, ratelimit
 from graphsync import notifications, webhooks
 from graphsync.models import Resource, Subscription, SyncJob
 
@@ -142,7 +142,7 @@ def test_forwarded_for_is_trusted_only_behind_a_configured_proxy(settings):
 
     def sender(remote: str, forwarded: str | None = None) -> str:
         extra = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {}
-        return webhooks.sender(factory.post("/graph/notifications/", REMOTE_ADDR=remote, **extra))
+        return ratelimit.sender(factory.post("/graph/notifications/", REMOTE_ADDR=remote, **extra))
 
     settings.SECURE_PROXY_SSL_HEADER = None
     # Anyone can write the header: without a trusted proxy each request counts as its socket's.
