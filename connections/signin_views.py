@@ -4,6 +4,8 @@ flow's callback (connections.views), which hands sign-ins to `finish`."""
 
 from __future__ import annotations
 
+import math
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -19,8 +21,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 from connections import invitations, signin
 from connections.browser import forget_state, remember_state, safe_return_path
 from connections.models import Tenant
+from core import keys, ratelimit
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
+# Each start stores an authorization attempt: generous for people and their tabs, short of a
+# flood that would fill the table.
+STARTS_PER_ADDRESS = 60
+STARTS_WINDOW_SECONDS = 600
 
 
 def offered(request) -> dict:
@@ -33,6 +40,13 @@ def _next(request) -> str:
 
 
 def _go(request, app, **options):
+    wait = ratelimit.over_budget(
+        keys.signin_starts(ratelimit.sender(request)), STARTS_PER_ADDRESS, STARTS_WINDOW_SECONDS
+    )
+    if wait is not None:
+        response = render(request, "registration/signin_busy.html", status=429)
+        response["Retry-After"] = str(math.ceil(wait))
+        return response
     try:
         state, url = signin.start(app, return_path=_next(request), **options)
     except signin.NotOffered as exc:

@@ -102,3 +102,13 @@ def password_resets_email(email: str) -> str:
 def password_resets_address(address: str) -> str:
     """Password reset requests from one address in the current window (portal.login)."""
     return f"{PREFIX}password-resets:address:{address}"
+
+
+#: every budget of Sign in with Microsoft starts
+SIGNIN_STARTS_PATTERN = f"{PREFIX}signin-starts:*"
+
+
+def signin_starts(address: str) -> str:
+    """Sign in with Microsoft started from one address in the current window
+    (connections.signin_views): each start stores an attempt, so a flood is refused early."""
+    return f"{PREFIX}signin-starts:{address}"

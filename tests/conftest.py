@@ -52,7 +52,11 @@ def fresh_sign_in_budgets():
     """Every test starts with unspent sign-in and password-reset budgets (portal.login): they
     live in Redis for an hour, longer than a test run."""
     client = redis.Redis.from_url(settings.REDIS_URL)
-    for pattern in (keys.LOGIN_FAILURES_PATTERN, keys.PASSWORD_RESETS_PATTERN):
+    for pattern in (
+        keys.LOGIN_FAILURES_PATTERN,
+        keys.PASSWORD_RESETS_PATTERN,
+        keys.SIGNIN_STARTS_PATTERN,
+    ):
         found = list(client.scan_iter(pattern, count=1000))
         if found:
             client.delete(*found)

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from connections import signin
+from connections import signin, signin_views
 from connections.models import (
     AuditEvent,
     AuthorizationAttempt,
@@ -235,3 +235,14 @@ def test_a_member_links_their_microsoft_account(client, platform, contoso):
     client.post(reverse("logout"))
     sign_in(client, platform)
     assert signed_in_as(client) == contoso.member
+
+
+def test_starting_sign_ins_is_rate_limited_per_address(client, platform, settings):
+    for _ in range(signin_views.STARTS_PER_ADDRESS):
+        assert (
+            client.post(reverse("signin-microsoft"), REMOTE_ADDR="203.0.113.5").status_code == 302
+        )
+    refused = client.post(reverse("signin-microsoft"), REMOTE_ADDR="203.0.113.5")
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert AuthorizationAttempt.objects.count() == signin_views.STARTS_PER_ADDRESS
+    assert client.post(reverse("signin-microsoft"), REMOTE_ADDR="203.0.113.6").status_code == 302
