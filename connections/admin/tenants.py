@@ -9,7 +9,7 @@ from django.contrib.auth.forms import SetPasswordMixin
 from django.db import transaction
 from django.urls import reverse
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
 from connections import audit, connect_sessions
@@ -236,6 +236,7 @@ class MemberAdmin(TenantScopedAdmin):
     fieldsets = [
         (None, {"fields": ["username", "email", "first_name", "last_name"]}),
         ("Organisation", {"fields": ["tenant", "role", "is_active"]}),
+        ("Sign in with Microsoft", {"fields": ["microsoft_accounts"]}),
         (
             "Password",
             {
@@ -244,6 +245,19 @@ class MemberAdmin(TenantScopedAdmin):
             },
         ),
     ]
+
+    readonly_fields = ["microsoft_accounts"]
+
+    @admin.display(description="Microsoft accounts")
+    def microsoft_accounts(self, obj: Member) -> str:
+        accounts = list(obj.microsoft_identities.all()) if obj.pk else []
+        if not accounts:
+            return "None: signs in with a password only."
+        return format_html_join(
+            ", ",
+            "{} (directory <code>{}</code>)",
+            ((a.username or a.ms_object_id, a.ms_tenant_id) for a in accounts),
+        )
 
     @method_decorator(sensitive_post_parameters("password1", "password2"))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
