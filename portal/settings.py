@@ -199,6 +199,11 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # the interactive docs' own assets: no CDN
+    # Staff's second factor (portal.twofactor): authenticator apps, recovery codes, passkeys.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "django_otp_webauthn",
     "portal",
     "connections",
     "graphsync",
@@ -213,6 +218,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "portal.twofactor.TwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Innermost, so it sees what the views raise: Redis away answers 503 saying so.
@@ -295,6 +302,21 @@ SIGNIN_AUTHORITY = read_str("SIGNIN_AUTHORITY", default="organizations")
 SIGNIN_LOGIN_URL = read_url(
     "SIGNIN_LOGIN_URL", default="https://login.microsoftonline.com", schemes={"http", "https"}
 ).rstrip("/")
+# Operators (superusers) must use a second factor; a tenant turns it on for its administrators.
+TWO_FACTOR_FOR_OPERATORS = read_bool("TWO_FACTOR_FOR_OPERATORS", default=True)
+OTP_TOTP_ISSUER = "Graphport"
+# Passkeys are a second factor here, never a way in by themselves; they belong to the host of
+# PORTAL_BASE_URL, read when used (portal.twofactor.PasskeyHelper).
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+OTP_WEBAUTHN_RP_NAME = "Graphport"
+OTP_WEBAUTHN_RP_ID_CALLABLE = "portal.twofactor.relying_party_id"
+OTP_WEBAUTHN_HELPER_CLASS = "portal.twofactor.PasskeyHelper"
+OTP_WEBAUTHN_ALLOWED_ORIGINS = [PORTAL_ORIGIN]
+if not (PORTAL_ORIGIN.startswith("https://") or _base.hostname == "localhost"):
+    # Browsers offer passkeys on https:// and localhost only; on any other origin (such as
+    # http://127.0.0.1 in development) the pages offer authenticator apps alone, and the
+    # package's check that the origin is secure has nothing to protect.
+    SILENCED_SYSTEM_CHECKS = ["otp_webauthn.E031"]
 # An invitation link works this many days, once.
 INVITATION_VALID_DAYS = read_int("INVITATION_VALID_DAYS", 7)
 # Failed password sign-ins allowed per account and per address in LOGIN_WINDOW_SECONDS.

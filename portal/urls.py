@@ -17,6 +17,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("connections.signin_urls")),
+    path("accounts/two-factor/", include("portal.twofactor_urls")),
     # Django's own login and reset request, with budgets (portal.login); the rest is Django's.
     path("accounts/login/", login.LoginView.as_view(), name="login"),
     path("accounts/password_reset/", login.PasswordResetView.as_view(), name="password_reset"),

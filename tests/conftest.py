@@ -48,6 +48,14 @@ def no_sync_on_connect(settings):
 
 
 @pytest.fixture(autouse=True)
+def operators_without_second_factor(request, settings):
+    """Operators sign in with a password alone, unless a test is about the second factor
+    (marked two_factor): the other tests would otherwise all meet the enrolment page."""
+    if request.node.get_closest_marker("two_factor") is None:
+        settings.TWO_FACTOR_FOR_OPERATORS = False
+
+
+@pytest.fixture(autouse=True)
 def fresh_sign_in_budgets():
     """Every test starts with unspent sign-in and password-reset budgets (portal.login): they
     live in Redis for an hour, longer than a test run."""
