@@ -15,6 +15,9 @@ returns.
 from __future__ import annotations
 
 from django.contrib import admin
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.models import WebAuthnCredential
 
 from portal import charts, dashboard
 from portal.login import AdminLoginForm, answer_429_when_refused
@@ -50,3 +53,30 @@ class GraphportAdminSite(admin.AdminSite):
                 ),
             ]
         return super().index(request, {**context, **(extra_context or {})})
+
+
+class SecondFactorAdmin(admin.ModelAdmin):
+    """Second factors, for operators to help someone who lost theirs: which exist and when they
+    were used, and deleting them. Never their keys or codes (django-otp's own admins show the
+    key and the QR code that copies an authenticator app)."""
+
+    list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "name"]
+    fields = list_display
+    readonly_fields = list_display
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def register_second_factors(site: admin.AdminSite) -> None:
+    """In place of django-otp's own admins (PortalConfig.ready: after the admin's autodiscovery,
+    which registers those)."""
+    for model in (TOTPDevice, StaticDevice, WebAuthnCredential):
+        if site.is_registered(model):
+            site.unregister(model)
+        site.register(model, SecondFactorAdmin)

@@ -1,10 +1,17 @@
 from django.apps import AppConfig
+from django.contrib import admin
 from django.contrib.admin import apps as admin_apps
 
 
 class PortalConfig(AppConfig):
     name = "portal"
     verbose_name = "Graphport"
+
+    def ready(self) -> None:
+        # portal.admin imports models, which exist only once the apps are loaded.
+        from portal.admin import register_second_factors
+
+        register_second_factors(admin.site)
 
 
 class PortalAdminConfig(admin_apps.AdminConfig):

@@ -152,3 +152,23 @@ def test_the_operators_rule_follows_the_setting(client, operator, settings):
     settings.TWO_FACTOR_FOR_OPERATORS = False
     sign_in(client, operator)
     assert client.get(ADMIN_INDEX).status_code == 200
+
+
+def test_operators_see_second_factors_but_never_their_keys(client, operator, acme):
+    sign_in(client, acme.admin)
+    device = enrol(client, acme.admin)
+    client.post(reverse("two-factor-recovery-codes"))
+    code = twofactor.StaticToken.objects.filter(device__user=acme.admin).first().token
+    operators = type(client)()
+    sign_in(operators, operator)
+    enrol(operators, operator)
+    for url in (
+        reverse("admin:otp_totp_totpdevice_changelist"),
+        reverse("admin:otp_totp_totpdevice_change", args=[device.pk]),
+        reverse("admin:otp_static_staticdevice_changelist"),
+    ):
+        page = operators.get(url)
+        assert page.status_code == 200
+        assert device.key.encode() not in page.content and code.encode() not in page.content
+    # Tenant administrators do not reach them at all.
+    assert client.get(reverse("admin:otp_totp_totpdevice_changelist")).status_code == 403
