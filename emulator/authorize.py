@@ -228,6 +228,10 @@ def decide(
             f"User account '{user_id}' from identity provider does not exist "
             "in tenant and cannot access the application.",
         )
+    if not user.account_enabled:  # Microsoft stops on its own page; nothing goes back
+        raise PageError(
+            50057, "User account is disabled. The account has been disabled by an administrator."
+        )
     if req.admin:
         return admin_decision(emu, req, user)
     emu.world.directory.grant(

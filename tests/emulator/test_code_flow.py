@@ -109,6 +109,13 @@ def test_cancel_returns_access_denied_65004(emulator):
     assert params["state"] == "st-1"
 
 
+def test_a_disabled_account_is_stopped_on_the_sign_in_page_with_50057(emulator):
+    emulator.control.update_user(DIEGO, account_enabled=False)
+    page = press(emulator.login_url, authorize_url(emulator), user=DIEGO)
+    assert page.status_code == 400 and "AADSTS50057" in page.text
+    assert "Location" not in page.headers
+
+
 def test_redirect_uri_mismatch_and_unknown_client_show_a_page_and_never_redirect(emulator):
     wrong = requests.get(
         authorize_url(emulator, redirect_uri="http://evil.example/cb"),
