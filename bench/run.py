@@ -1,6 +1,6 @@
 """Every benchmark against the emulator, one table.
 
-python bench/run.py [--quick] [--only sync,throttled,fleet,pages] [--throttle-window 15]
+python bench/run.py [--quick] [--only sync,throttled,fleet,pages,load] [--throttle-window 15]
 
 Starts its own PostgreSQL (default durability), Redis and, per benchmark, the emulator; prints
 each benchmark's detail as it ends, then one table of Graphport's figures against the
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Row, services, setup_django
 
-BENCHMARKS = ("sync", "throttled", "fleet", "pages")
+BENCHMARKS = ("sync", "throttled", "fleet", "pages", "load")
 COLUMNS = ("benchmark", "figure", "graphport", "comparison", "ratio", "target", "met")
 
 
