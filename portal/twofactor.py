@@ -42,9 +42,19 @@ RECOVERY_DEVICE_NAME = "Recovery codes"
 
 # Paths an unverified session may still reach: the two-factor pages themselves (and the passkey
 # ceremony's JSON endpoints under them), signing out, static files, and what never carries a
-# staff session (the health check, Graph's webhooks, the customer API with its keys).
-OPEN_PREFIXES = ("/accounts/two-factor/", "/accounts/logout/", "/static/", "/healthz", "/graph/")
-API_PREFIX = "/api/"
+# staff session (the health check, Graph's webhooks, the customer API with its keys). The
+# OAuth callback too: it only completes an attempt this browser or this user started, and every
+# start is closed to an unverified session; it is also where a Microsoft sign-in with
+# multi-factor verifies one (a form_post callback would otherwise meet the 403 below).
+OPEN_PREFIXES = (
+    "/accounts/two-factor/",
+    "/accounts/logout/",
+    "/static/",
+    "/healthz",
+    "/graph/",
+    "/api/",
+    "/connections/callback/",
+)
 
 
 def required(user) -> bool:
@@ -73,12 +83,7 @@ class TwoFactorMiddleware:
 
     def __call__(self, request: HttpRequest):
         path = request.path
-        if (
-            path.startswith(OPEN_PREFIXES)
-            or path.startswith(API_PREFIX)
-            or not required(request.user)
-            or verified(request)
-        ):
+        if path.startswith(OPEN_PREFIXES) or not required(request.user) or verified(request):
             return self.get_response(request)
         if request.method not in ("GET", "HEAD"):
             return HttpResponseForbidden(
@@ -86,9 +91,12 @@ class TwoFactorMiddleware:
                 content_type="text/plain; charset=utf-8",
             )
         target = "two-factor-verify" if has_device(request.user) else "two-factor-setup"
-        return HttpResponseRedirect(
-            reverse(target) + "?" + urlencode({"next": request.get_full_path()})
-        )
+        return HttpResponseRedirect(page_url(target, request.get_full_path()))
+
+
+def page_url(name: str, next_path: str) -> str:
+    """A two-factor page that returns to `next_path` once done."""
+    return reverse(name) + "?" + urlencode({"next": next_path})
 
 
 # --- devices ------------------------------------------------------------------------------------
@@ -123,14 +131,15 @@ def qr_svg(text: str) -> str:
     return image.to_string(encoding="unicode")
 
 
-def confirm_totp(user, code: str) -> bool:
+def confirm_totp(user, code: str) -> TOTPDevice | None:
+    """The pending authenticator app, confirmed by a code it made; None if the code is wrong."""
     device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
     if device is None or not device.verify_token(_digits(code)):
-        return False
+        return None
     device.confirmed = True
     device.save(update_fields=["confirmed"])
     _record(user, "added an authenticator app")
-    return True
+    return device
 
 
 @transaction.atomic
@@ -161,11 +170,13 @@ def remove(user, persistent_id: str) -> bool:
 
 
 def describe(device) -> str:
-    if isinstance(device, WebAuthnCredential):
-        return f"passkey {device.name}"
+    """How the person knows a device: passkeys have no name of their own, so two passkeys (or
+    two apps) differ by the day they were added."""
     if isinstance(device, StaticDevice):
         return "recovery codes"
-    return device.name or "authenticator app"
+    kind = "passkey" if isinstance(device, WebAuthnCredential) else "authenticator app"
+    # django-otp's created_at is nullable (devices older than the column).
+    return f"{kind} added {device.created_at:%-d %b %Y}" if device.created_at else kind
 
 
 def _digits(code: str) -> str:
@@ -205,8 +216,14 @@ def passkeys_possible() -> bool:
 
 class PasskeyHelper(WebAuthnHelper):
     """django-otp-webauthn's helper, with the origin read from PORTAL_BASE_URL when it is used
-    (the package reads a fixed setting)."""
+    (the package reads a fixed setting), and each new passkey on the audit trail (the package's
+    own view saves it, so this is the one place that sees it)."""
 
     def get_allowed_origins(self) -> list[str]:
         parts = urlsplit(settings.PORTAL_BASE_URL)
         return [f"{parts.scheme}://{parts.netloc}"]
+
+    def register_complete(self, user, state: dict, data: dict) -> WebAuthnCredential:
+        device = super().register_complete(user=user, state=state, data=data)
+        _record(user, "registered a passkey")
+        return device

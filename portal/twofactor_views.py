@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
@@ -28,17 +29,27 @@ def _next(request) -> str:
     return safe_return_path(request, request.POST.get("next") or request.GET.get("next"), "/")
 
 
+def _verify_first(next_path: str):
+    return redirect(twofactor.page_url("two-factor-verify", next_path))
+
+
 @never_cache
+@sensitive_post_parameters("code")
 @login_required
 @require_http_methods(["GET", "POST"])
 def setup(request):
-    """The person's second factors; adding an authenticator app is confirmed with a code."""
+    """The person's second factors; adding an authenticator app is confirmed with a code. Once
+    there is one, changes need a session that used it: a password alone must not add a factor
+    of its own."""
     user = request.user
+    if twofactor.has_device(user) and not twofactor.verified(request):
+        return _verify_first(request.get_full_path())
     form = CodeForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        if twofactor.confirm_totp(user, form.cleaned_data["code"]):
+        device = twofactor.confirm_totp(user, form.cleaned_data["code"])
+        if device is not None:
             if not twofactor.verified(request):
-                otp_login(request, twofactor.devices(user)[0])
+                otp_login(request, device)
             messages.success(request, "Authenticator app added.")
             return redirect(request.get_full_path())
         form.add_error("code", "That code is not right (or has expired): try the next one.")
@@ -49,7 +60,6 @@ def setup(request):
         {
             "devices": [(d, twofactor.describe(d)) for d in twofactor.devices(user)],
             "required": twofactor.required(user),
-            "verified": twofactor.verified(request),
             "form": form,
             "qr": twofactor.qr_svg(pending.config_url),
             "secret": twofactor.totp_secret(pending),
@@ -64,9 +74,11 @@ def setup(request):
 @login_required
 @require_POST
 def recovery_codes(request):
-    """New recovery codes, shown once. Needs a verified session when the person has devices."""
-    if twofactor.has_device(request.user) and not twofactor.verified(request):
-        return redirect("two-factor-verify")
+    """New recovery codes, shown once: a spare for an app or passkey, so one of those first."""
+    if not twofactor.has_device(request.user):
+        return redirect("two-factor-setup")
+    if not twofactor.verified(request):
+        return _verify_first(reverse("two-factor-setup"))
     codes = twofactor.new_recovery_codes(request.user)
     return render(request, "twofactor/recovery_codes.html", {"codes": codes})
 
@@ -75,7 +87,7 @@ def recovery_codes(request):
 @require_POST
 def remove(request):
     if not twofactor.verified(request):
-        return redirect("two-factor-verify")
+        return _verify_first(reverse("two-factor-setup"))
     if twofactor.remove(request.user, request.POST.get("device", "")):
         messages.success(request, "Removed.")
     return redirect("two-factor-setup")

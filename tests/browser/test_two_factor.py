@@ -1,6 +1,7 @@
 """Two-factor authentication in Chromium: an operator enrols an authenticator app and signs in
 with it, registers a passkey on Chromium's virtual authenticator (DevTools' WebAuthn domain) and
-signs in with it, and gets in with a recovery code."""
+signs in with it, and gets in with a recovery code; a tenant administrator starts with a
+passkey."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp_webauthn.models import WebAuthnCredential
+
+from connections.models import AuditEvent, Membership, Tenant
 
 pytestmark = [pytest.mark.browser, pytest.mark.two_factor, pytest.mark.django_db(transaction=True)]
 PASSWORD = "a-long-unusual-passphrase"
@@ -87,3 +90,20 @@ def test_an_authenticator_app_then_a_passkey_then_a_recovery_code(page, portal, 
         page.fill("#id_code", codes[0])
         page.click("#verify-code")
         page.wait_for_selector(f"text={expected}")
+
+
+def test_a_tenant_administrator_starts_with_a_passkey(page, portal, django_user_model):
+    tenant = Tenant.objects.create(name="Acme", require_admin_2fa=True)
+    admin = django_user_model.objects.create_user("acme-admin", password=PASSWORD, is_staff=True)
+    Membership.objects.create(user=admin, tenant=tenant, role="admin")
+    virtual_authenticator(page)
+
+    password_sign_in(page, portal, "acme-admin")
+    page.wait_for_selector("#set-up-first")
+    page.click("#passkey-register-button")
+    page.wait_for_selector("ul.devices li")
+    page.click("text=Continue")  # back where the sign-in was going
+
+    page.wait_for_selector("text=Site administration")
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.TWO_FACTOR)
+    assert event.tenant == tenant and event.message == "acme-admin: registered a passkey"

@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 from django_otp.oath import totp
+from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from connections.models import AuditEvent, Tenant
-from connections.signin import MICROSOFT_MFA_SESSION_KEY
+from connections.models import AuditEvent, MicrosoftIdentity, Tenant
 from portal import twofactor
+from tests import flows
+from tests.conftest import ADELE, MS_TENANT, PLATFORM_CLIENT_ID
 from tests.personas import PASSWORD
 
 pytestmark = [pytest.mark.django_db, pytest.mark.two_factor]
@@ -128,12 +130,37 @@ def test_a_recovery_code_works_once(client, operator):
     assert twofactor.recovery_codes_left(operator) == twofactor.RECOVERY_CODES - 1
 
 
-def test_a_microsoft_sign_in_with_multi_factor_counts(client, operator):
-    client.force_login(operator)
+@pytest.fixture
+def contoso_admin_signs_in_as_adele(contoso, platform):
+    """Contoso asks its administrators for a second factor; its administrator signs in with
+    Microsoft as Adele, and the sign-in app's ID tokens carry `amr`."""
+    Tenant.objects.filter(pk=contoso.tenant.pk).update(require_admin_2fa=True)
+    MicrosoftIdentity.objects.create(user=contoso.admin, ms_tenant_id=MS_TENANT, ms_object_id=ADELE)
+    platform.control.update_app(PLATFORM_CLIENT_ID, id_token_amr=True)
+    return contoso.admin
+
+
+def test_a_microsoft_sign_in_with_multi_factor_counts(
+    client, platform, contoso_admin_signs_in_as_adele
+):
+    flows.sign_in(client, platform, mfa=False)
+    assert client.get(ADMIN_INDEX)["Location"].startswith(reverse("two-factor-setup"))
+
+    client.post(reverse("logout"))
+    flows.sign_in(client, platform, mfa=True)
+    assert client.get(ADMIN_INDEX).status_code == 200
+
+
+def test_a_microsoft_sign_in_coming_back_to_a_password_session_verifies_it(
+    client, platform, contoso_admin_signs_in_as_adele
+):
+    started = client.post(reverse("signin-microsoft"))
+    answer = platform.control.sign_in(started["Location"], ADELE, mfa=True)
+    sign_in(client, contoso_admin_signs_in_as_adele)  # meanwhile, in another tab
     assert client.get(ADMIN_INDEX).status_code == 302
-    session = client.session
-    session[MICROSOFT_MFA_SESSION_KEY] = True
-    session.save()
+
+    assert flows.follow_back(client, answer).status_code == 302
+
     assert client.get(ADMIN_INDEX).status_code == 200
 
 
@@ -146,6 +173,52 @@ def test_new_recovery_codes_and_removals_need_a_verified_session(client, operato
     assert response.status_code == 302 and twofactor.recovery_codes_left(operator) == 0
     client.post(reverse("two-factor-remove"), {"device": device.persistent_id})
     assert TOTPDevice.objects.filter(pk=device.pk).exists()
+
+
+def test_a_password_alone_cannot_add_a_factor_beside_an_existing_one(client, operator):
+    owner = type(client)()
+    sign_in(owner, operator)
+    enrol(owner, operator)
+    owner.get(reverse("two-factor-setup"))  # the owner's next authenticator app awaits its code
+    pending = TOTPDevice.objects.get(user=operator, confirmed=False)
+    sign_in(client, operator)  # a second browser: password only
+
+    page = client.get(reverse("two-factor-setup"))
+    added = client.post(reverse("two-factor-setup"), {"code": code_for(pending)})
+    passkey = client.post(reverse("otp_webauthn:credential-registration-begin"))
+
+    assert page["Location"].startswith(reverse("two-factor-verify"))
+    assert added["Location"].startswith(reverse("two-factor-verify"))
+    pending.refresh_from_db()
+    assert not pending.confirmed
+    assert passkey.status_code == 403
+    assert client.get(ADMIN_INDEX).status_code == 302
+
+
+def test_recovery_codes_come_after_an_app_or_a_passkey(client, operator):
+    sign_in(client, operator)
+    response = client.post(reverse("two-factor-recovery-codes"))
+    assert response["Location"] == reverse("two-factor-setup")
+    assert not StaticDevice.objects.filter(user=operator).exists()
+
+
+def test_every_change_to_a_tenant_administrators_factors_is_audited(client, acme):
+    sign_in(client, acme.admin)
+    device = enrol(client, acme.admin)
+    codes = client.post(reverse("two-factor-recovery-codes")).context["codes"]
+    client.post(reverse("logout"))
+    sign_in(client, acme.admin)
+    client.post(reverse("two-factor-verify"), {"code": codes[0]})
+    client.post(reverse("two-factor-remove"), {"device": device.persistent_id})
+
+    events = AuditEvent.objects.filter(kind=AuditEvent.Kind.TWO_FACTOR).order_by("pk")
+    assert [e.message.split(": ", 1)[1] for e in events] == [
+        "added an authenticator app",
+        "made new recovery codes",
+        f"used a recovery code ({twofactor.RECOVERY_CODES - 1} left)",
+        f"removed {twofactor.describe(device)}",
+    ]
+    assert {(e.tenant_id, e.actor_id) for e in events} == {(acme.tenant.pk, acme.admin.pk)}
 
 
 def test_the_operators_rule_follows_the_setting(client, operator, settings):
