@@ -320,8 +320,16 @@ def run(env: dict[str, str], quick: bool, options: dict) -> list[Row]:
         mailboxes=4 if quick else 40,
         idle=10 if quick else 60,
     )
-    env = {**env, "PORTAL_BASE_URL": f"http://127.0.0.1:{free_port()}"}
-    rows, _ = measure(env, args)
+    from django.conf import settings
+
+    # run.py set Django up before this portal had a port: subscriptions name it from settings.
+    base = f"http://127.0.0.1:{free_port()}"
+    env, before = {**env, "PORTAL_BASE_URL": base}, settings.PORTAL_BASE_URL
+    settings.PORTAL_BASE_URL = base
+    try:
+        rows, _ = measure(env, args)
+    finally:
+        settings.PORTAL_BASE_URL = before
     return rows
 
 
