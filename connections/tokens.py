@@ -45,7 +45,7 @@ from django.utils import timezone
 from connections import audit, credentials, identity, kept_answers, notices, webhook_events
 from connections.identity import FailureClass, IdentityError
 from connections.models import AuditEvent, Connection, EntraApp, EventType
-from core import backoff
+from core import backoff, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -317,8 +317,14 @@ def _refresh_claimed(
     try:
         token = _request(connection)
     except IdentityError as exc:
+        metrics.TOKEN_REFRESHES.labels(
+            outcome=metrics.RefreshOutcome.FAILED, failure_class=exc.failure_class
+        ).inc()
         _hold_off(connection, exc, now)
         return _Failure(connection, exc)
+    metrics.TOKEN_REFRESHES.labels(
+        outcome=metrics.RefreshOutcome.SUCCEEDED, failure_class=metrics.NO_FAILURE
+    ).inc()
     answer.fields = {**token_fields(token, now), "refresh_requested_at": now}
     answer.kept = kept_answers.keep(connection.pk, answer.fields, answer.over)
     if _write(connection.pk, answer.fields, connection.last_refreshed_at):

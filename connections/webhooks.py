@@ -39,7 +39,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from connections import notices
 from connections.models import DeliveryAttempt, WebhookDelivery, WebhookEndpoint
-from core import outbound, queue
+from core import metrics, outbound, queue
 
 #: Seconds before each attempt, counted from the end of the one before, each ±JITTER: the first
 #: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h. After the last, the delivery fails.
@@ -369,11 +369,22 @@ def _settle(endpoint: WebhookEndpoint, attempts: list[Attempt], unsent: list) ->
             endpoint.failing_since = failing_since
         if reason:
             endpoint.disable(reason)
+    for attempt in attempts:
+        metrics.WEBHOOK_DELIVERIES.labels(outcome=_outcome(attempt, bool(reason))).inc()
     if notify:
         notices.webhook_endpoint_disabled(endpoint, reason)
     if reason:
         return "disabled"
     return "timeout" if attempts and attempts[-1].timed_out else ""
+
+
+def _outcome(attempt: Attempt, disabled: bool) -> metrics.DeliveryOutcome:
+    """`disabled`: the batch disabled the endpoint, which failed its pending deliveries."""
+    if attempt.ok:
+        return metrics.DeliveryOutcome.DELIVERED
+    if disabled or attempt.delivery.state == WebhookDelivery.State.FAILED:
+        return metrics.DeliveryOutcome.FAILED
+    return metrics.DeliveryOutcome.RETRYING
 
 
 def _failing_since(current: datetime | None, attempts: list[Attempt]) -> datetime | None:

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from connections import tokens
 from connections.models import Connection
-from core import outbound, redis_client
+from core import metrics, outbound, redis_client
 from graphsync import budgets, throttle
 from graphsync.budgets import Budget
 from graphsync.throttle import Scope, Throttle, ThrottleWait
@@ -342,12 +342,14 @@ class GraphClient:
                     raise GraphError(0, "refused", str(exc)) from exc
                 except requests.RequestException as exc:
                     self.meter.requests += 1
+                    metrics.GRAPH_REQUESTS.labels(status=metrics.NO_ANSWER).inc()
                     if attempt == attempts:
                         raise self._unreachable(url, exc) from exc
                     self._pause(plan, None, attempt, max_sleep)
                     continue
             self.meter.requests += 1
             status = response.status_code
+            metrics.GRAPH_REQUESTS.labels(status=metrics.status_label(status)).inc()
             if status in throttle.RETRYABLE_STATUSES:
                 self.meter.throttled += 1
                 if attempt == attempts:
@@ -382,6 +384,8 @@ class GraphClient:
             raise ThrottleWait(delay, plan.scopes[0], "retry-after")
         time.sleep(delay)
         self.meter.seconds_waited += delay
+        reason = "backoff" if retry_after is None else "retry-after"
+        metrics.GRAPH_WAIT.labels(scope=plan.cooled[0].kind, reason=reason).inc(delay)
 
     # --- $batch -------------------------------------------------------------------------------
 
@@ -418,6 +422,7 @@ class GraphClient:
                     answer.get("body"),
                 )
             )
+            metrics.GRAPH_REQUESTS.labels(status=metrics.status_label(answers[-1].status)).inc()
             if answers[-1].status in throttle.RETRYABLE_STATUSES:
                 self.meter.throttled += 1
         self.meter.requests += len(items) - 1  # each item counts as a request of its own

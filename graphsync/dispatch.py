@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Q, Window
+from django.db.models import Count, F, Min, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
@@ -45,6 +45,24 @@ def in_flight(now: datetime) -> dict[int, int]:
     return dict(busy.values("tenant_id").annotate(n=Count("pk")).values_list("tenant_id", "n"))
 
 
+def dispatchable(now: datetime) -> QuerySet[SyncJob]:
+    """Jobs due now that nothing holds: no live lease, no cooldown."""
+    return (
+        SyncJob.objects.runnable()
+        .filter(next_run_at__lte=now)
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+        .filter(Q(cooldown_until__isnull=True) | Q(cooldown_until__lte=now))
+    )
+
+
+def lag(now: datetime | None = None) -> float:
+    """Seconds the longest-waiting dispatchable job has been due, 0 when none is: how far
+    dispatch is behind (beat ticks every 10 s), a tenant's jobs waiting for room included."""
+    now = now or timezone.now()
+    oldest = dispatchable(now).aggregate(oldest=Min("next_run_at"))["oldest"]
+    return (now - oldest).total_seconds() if oldest else 0.0
+
+
 def due(now: datetime | None = None) -> list[tuple[int, int, bool]]:
     """Due jobs as (id, connection id, incremental?), interleaved across tenants (each tenant's
     oldest first, up to its room under PER_TENANT), and marked queued."""
@@ -57,10 +75,7 @@ def take(now: datetime | None = None) -> tuple[list[tuple[int, int, bool]], bool
     now = now or timezone.now()
     busy = in_flight(now)
     ranked = (
-        SyncJob.objects.runnable()
-        .filter(next_run_at__lte=now)
-        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
-        .filter(Q(cooldown_until__isnull=True) | Q(cooldown_until__lte=now))
+        dispatchable(now)
         .annotate(
             rank=Window(RowNumber(), partition_by=[F("tenant_id")], order_by=F("next_run_at").asc())
         )

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from connections import tokens
 from connections.identity import FailureClass
-from core import backoff
+from core import backoff, metrics
 from graphsync import orgsync, resources, store, sync_events
 from graphsync.client import (
     AccessDenied,
@@ -417,6 +417,7 @@ def commit_page(
         if not job.write_held(worker, **fields, live_count=Greatest(moved, 0)):
             raise LeaseLost
         run_.add_page(counts, **asdict(meter))
+    metrics.records_written(job.resource, counts.created, counts.updated, counts.deleted)
     for name, value in fields.items():
         setattr(job, name, value)
     return ended

@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from connections.models import Connection, Tenant
+from core import metrics
 from core.encryption import EncryptedTextField
 
 
@@ -311,6 +312,7 @@ class SyncRun(models.Model):
         deletion counts as updated there: a run that updated anything recounts its job's live
         records (one scan of its index; runs that only add or delete, most of them, skip it)."""
         self._self().update(outcome=outcome, error=error, finished_at=timezone.now(), **figures)
+        metrics.SYNC_RUNS.labels(resource=self.job.resource, outcome=outcome).inc()
         self.refresh_from_db()
         if self.updated:
             SyncJob.objects.filter(pk=self.job_id).recount()

@@ -32,7 +32,7 @@ from django.conf import settings
 
 from connections import audit, tokens
 from connections.models import AuditEvent, Connection
-from core import outbound
+from core import metrics, outbound
 from graphsync import throttle
 from graphsync.budgets import directory_cost
 from graphsync.client import GraphClient, Plan, budget
@@ -523,6 +523,7 @@ class _Call:
         except outbound.Redirected as exc:
             release.close()
             self.graph_status = exc.response.status_code if exc.response is not None else None
+            metrics.GRAPH_REQUESTS.labels(status=metrics.status_label(self.graph_status)).inc()
             raise ProxyProblem.of(
                 "graph-redirect",
                 f"Microsoft Graph answered with a redirect (HTTP {self.graph_status}), which the "
@@ -531,9 +532,11 @@ class _Call:
             ) from None
         except requests.RequestException as exc:
             release.close()
+            metrics.GRAPH_REQUESTS.labels(status=metrics.NO_ANSWER).inc()
             raise _unreachable("sending the request", exc) from None
         release.callback(response.close)
         self.graph_status = response.status_code
+        metrics.GRAPH_REQUESTS.labels(status=metrics.status_label(self.graph_status)).inc()
         return response, release
 
     def _left(self) -> float:

@@ -43,7 +43,7 @@ from email.utils import parsedate_to_datetime
 
 import redis
 
-from core import backoff, keys
+from core import backoff, keys, metrics
 from graphsync.budgets import Budget
 
 #: The statuses after which Graph wants us to slow down; 504 comes along with 503 under load.
@@ -336,7 +336,9 @@ class Throttle:
                 raise ThrottleWait(answer.seconds, answer.scope, answer.reason, slept)
             started = time.monotonic()
             time.sleep(answer.seconds)
-            slept += time.monotonic() - started
+            waited = time.monotonic() - started
+            slept += waited
+            metrics.GRAPH_WAIT.labels(scope=answer.scope.kind, reason=answer.reason).inc(waited)
         try:
             yield replace(answer, waited=slept)
         finally:

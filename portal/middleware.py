@@ -9,11 +9,15 @@ is wrong with the request, so the person (or Microsoft, which retries) is told t
 from __future__ import annotations
 
 import logging
+import time
 
 import kombu.exceptions
 import redis.exceptions
 from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
 from django.utils.html import escape
+
+from core import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +59,36 @@ class RedisUnavailableMiddleware:
         # Logged above, once: Django would add a second line for any 5xx answer.
         response._has_been_logged = True
         return response
+
+
+class RequestMetricsMiddleware:
+    """Counts and times every answer by its view (core.metrics): the URL pattern's name, never
+    the path, which carries ids. A request answered before its URL was resolved (a redirect to
+    HTTPS or to the second factor) is resolved here; a path that matches nothing counts as
+    "unmatched"."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        elapsed = time.perf_counter() - started
+        view = _view_name(request)
+        metrics.HTTP_REQUESTS.labels(
+            view=view,
+            method=metrics.method_label(request.method),
+            status=metrics.status_label(response.status_code),
+        ).inc()
+        metrics.HTTP_DURATION.labels(view=view).observe(elapsed)
+        return response
+
+
+def _view_name(request: HttpRequest) -> str:
+    match = request.resolver_match
+    if match is None:
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return "unmatched"
+    return match.view_name

@@ -189,6 +189,25 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- metrics for Prometheus (core.metrics, portal.metrics) ----------------------------------
+
+# The bearer token /metrics asks for; unset, /metrics answers 404 (metrics off).
+METRICS_TOKEN = read_str("METRICS_TOKEN") or ""
+if METRICS_TOKEN:
+    check_secret("METRICS_TOKEN", METRICS_TOKEN, length=32)
+# Where every process writes its metrics for a scrape to sum; emptied once before the web server
+# and the workers start together (README, "Metrics").
+# prometheus_client reads the variable itself when first imported, which in gunicorn's master
+# is before these settings: it belongs in the service's environment, not in a .env file.
+PROMETHEUS_MULTIPROC_DIR = read_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not (
+    os.path.isdir(PROMETHEUS_MULTIPROC_DIR) and os.access(PROMETHEUS_MULTIPROC_DIR, os.W_OK)
+):
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR: {PROMETHEUS_MULTIPROC_DIR!r} is not a directory this "
+        "process can write to"
+    )
+
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",  # django.contrib.admin with portal.admin's site
     "django.contrib.auth",
@@ -213,6 +232,8 @@ if DEBUG and find_spec("devtools"):
     INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
+    # Outermost, so it times and counts every answer, the other middleware's own included.
+    "portal.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

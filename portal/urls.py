@@ -3,7 +3,7 @@ from django.urls import include, path
 
 from connections import urls as connections_urls
 from graphsync import webhooks
-from portal import login, views
+from portal import login, metrics, views
 
 # The member's connections page joins the connect flow's URLs under one namespace: it shows
 # syncs as well as connections, so it is the portal's, not the connections app's.
@@ -15,6 +15,8 @@ member_connections = (
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    # Prometheus's scrape, with a bearer token (portal.metrics).
+    path("metrics", metrics.endpoint, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("connections.signin_urls")),
     path("accounts/two-factor/", include("portal.twofactor_urls")),
