@@ -278,16 +278,35 @@ class Worker:
 
 
 @contextlib.contextmanager
-def portal_server(env: dict[str, str]) -> Iterator[subprocess.Popen]:
+def portal_server(env: dict[str, str], production: bool = False) -> Iterator[subprocess.Popen]:
     """The portal as Microsoft reaches it: gunicorn, one process of eight threads, each keeping
-    its database connection (Django's development server opens one per request)."""
+    its database connection (Django's development server opens one per request). `production`:
+    as README.md's "Production" runs it, from portal.gunicorn (two processes of eight threads),
+    static files collected and served under hashed names, metrics summed across processes."""
     port = urlsplit(env["PORTAL_BASE_URL"]).port
-    log = Path(env["_BENCH_WORKDIR"]) / "portal.log"
+    workdir = Path(env["_BENCH_WORKDIR"])
+    log = workdir / "portal.log"
     command = [
         *(sys.executable, "-m", "gunicorn", "portal.wsgi"),
         *("--worker-class", "gthread", "--workers", "1", "--threads", "8"),
         *("--bind", f"127.0.0.1:{port}", "--access-logfile", "-"),
     ]
+    if production:
+        (workdir / "metrics").mkdir(exist_ok=True)
+        env = {
+            **env,
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "STATIC_MANIFEST": "true",
+            "STATIC_ROOT": str(workdir / "static"),
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+        }
+        subprocess.run(
+            [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            check=True,
+        )
+        command = [sys.executable, "-m", "gunicorn", "-c", "python:portal.gunicorn"]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,

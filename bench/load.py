@@ -288,7 +288,7 @@ def measure(env: dict[str, str], args) -> tuple[list[Row], bool]:
     probes = Probes()
     with (
         running_emulator(scenario(dict.fromkeys(upns, 20))) as emu,
-        portal_server(env),
+        portal_server(env, production=True),
     ):
         print(f"  setting up {args.mailboxes} mailboxes and {args.people} people ...", flush=True)
         app = make_app(emu, "Load")

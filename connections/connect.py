@@ -39,6 +39,7 @@ from connections.models import (
     EventType,
 )
 from connections.scopes import OIDC_SCOPES
+from core import logs
 
 logger = logging.getLogger(__name__)
 
@@ -399,7 +400,19 @@ def store_connection(
             granted_scopes=connection.granted_scopes,
         )
         webhook_events.connection_stored(connection, created)
+    _log_stored(connection, created)
     return connection
+
+
+def _log_stored(connection: Connection, created: bool) -> None:
+    logs.bind(tenant_id=connection.app.tenant_id, connection_id=connection.pk)
+    logger.info(
+        "%s connection %s %s through app %s",
+        connection.kind,
+        connection.pk,
+        "stored" if created else "stored again",
+        connection.app_id,
+    )
 
 
 def _owner(connection: Connection) -> tuple[str, object] | None:
@@ -518,6 +531,7 @@ def _complete_admin_consent(
             actor=user,
         )
         webhook_events.connection_stored(connection, created)
+    _log_stored(connection, created)
     return connection
 
 

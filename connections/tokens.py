@@ -45,7 +45,7 @@ from django.utils import timezone
 from connections import audit, credentials, identity, kept_answers, notices, webhook_events
 from connections.identity import FailureClass, IdentityError
 from connections.models import AuditEvent, Connection, EntraApp, EventType
-from core import backoff, metrics
+from core import backoff, logs, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -240,11 +240,16 @@ def refresh(
     """
     # The tokens stored before waiting for the lock: if they changed while we waited, the
     # refresh that held the lock did our work.
-    seen = (
-        Connection.objects.filter(pk=connection_id)
-        .values_list("last_refreshed_at", flat=True)
-        .first()
-    )
+    seen, tenant_id = Connection.objects.filter(pk=connection_id).values_list(
+        "last_refreshed_at", "app__tenant_id"
+    ).first() or (None, None)
+    with logs.bound(connection_id=connection_id, tenant_id=tenant_id):
+        return _refresh(connection_id, seen, force=force, keepalive=keepalive, paced=paced)
+
+
+def _refresh(
+    connection_id: int, seen: datetime | None, *, force: bool, keepalive: bool, paced: bool
+) -> Connection:
     answer = _Answer()
     try:
         # Durable: the tokens are committed when this block ends, never rolled back by a caller.
@@ -320,6 +325,9 @@ def _refresh_claimed(
         metrics.TOKEN_REFRESHES.labels(
             outcome=metrics.RefreshOutcome.FAILED, failure_class=exc.failure_class
         ).inc()
+        logger.warning(
+            "connection %s: token refresh failed (%s): %s", connection.pk, exc.failure_class, exc
+        )
         _hold_off(connection, exc, now)
         return _Failure(connection, exc)
     metrics.TOKEN_REFRESHES.labels(
@@ -331,6 +339,11 @@ def _refresh_claimed(
         for name, value in answer.fields.items():
             setattr(connection, name, value)
         audit.record(AuditEvent.Kind.REFRESHED, "Token refreshed.", connection=connection)
+        logger.info(
+            "connection %s: token refreshed, valid until %s",
+            connection.pk,
+            connection.access_token_expires_at.isoformat(timespec="seconds"),
+        )
     if answer.kept:
         kept = answer.kept
         transaction.on_commit(lambda: kept_answers.drop(connection.pk, kept))

@@ -27,6 +27,14 @@ REDIS_SCHEMES = {"redis", "rediss", "unix"}
 DATABASE_CONN_MAX_AGE = 600
 
 
+def load_env_file(default: Path) -> None:
+    """Variables from `ENV_FILE` (else `default`, a checkout's .env) when it exists, under those
+    the environment already has: for local use; services get theirs from their environment."""
+    path = Path(os.environ.get("ENV_FILE", default))
+    if path.is_file():
+        env.read_env(path)
+
+
 def _raw(name: str) -> str | None:
     value = env.str(name, default=None)
     if value is None:

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from connections import tokens
 from connections.identity import FailureClass
-from core import backoff, metrics
+from core import backoff, logs, metrics
 from graphsync import orgsync, resources, store, sync_events
 from graphsync.client import (
     AccessDenied,
@@ -114,7 +114,10 @@ def run(job_id: int, trigger: str = SyncRun.Trigger.SCHEDULE, worker: str | None
     job = SyncJob.objects.claim(job_id, worker)
     if job is None:
         return _skipped(job_id)
-    with Heartbeat([job.pk], worker):
+    with (
+        logs.bound(tenant_id=job.tenant_id, connection_id=job.connection_id),
+        Heartbeat([job.pk], worker),
+    ):
         run_ = SyncRun.objects.open(job, trigger, worker)
         client = GraphClient(job.connection, Meter())
         try:
@@ -276,7 +279,10 @@ def run_connection(
     claimed = [job for job in (SyncJob.objects.claim(pk, worker) for pk in job_ids) if job]
     outcomes = {pk: _skipped(pk) for pk in job_ids if pk not in {job.pk for job in claimed}}
     if claimed:
-        with Heartbeat([job.pk for job in claimed], worker):
+        with (
+            logs.bound(tenant_id=claimed[0].tenant_id, connection_id=claimed[0].connection_id),
+            Heartbeat([job.pk for job in claimed], worker),
+        ):
             client = GraphClient(claimed[0].connection, Meter())
             runs = {job.pk: SyncRun.objects.open(job, trigger, worker) for job in claimed}
             meters = {job.pk: Meter() for job in claimed}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,8 @@ from django.utils import timezone
 from connections.models import Connection, Tenant
 from core import metrics
 from core.encryption import EncryptedTextField
+
+logger = logging.getLogger(__name__)
 
 
 class DocumentField(models.JSONField):
@@ -313,6 +316,14 @@ class SyncRun(models.Model):
         records (one scan of its index; runs that only add or delete, most of them, skip it)."""
         self._self().update(outcome=outcome, error=error, finished_at=timezone.now(), **figures)
         metrics.SYNC_RUNS.labels(resource=self.job.resource, outcome=outcome).inc()
+        logger.info(
+            "sync run %s of job %s (%s) %s%s",
+            self.pk,
+            self.job_id,
+            self.job.resource,
+            outcome,
+            f": {error[:200]}" if error else "",
+        )
         self.refresh_from_db()
         if self.updated:
             SyncJob.objects.filter(pk=self.job_id).recount()

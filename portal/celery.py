@@ -9,11 +9,14 @@ for the next one (CONN_MAX_AGE) and checked before reuse (CONN_HEALTH_CHECKS), b
 around every task, so CELERY_DB_REUSE_MAX makes that an occasional recycle.
 """
 
+import contextlib
 import os
 from queue import Empty
 
 from celery import Celery, signals
 from kombu.transport import redis as kombu_redis
+
+from core import logs
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -61,3 +64,26 @@ def _database_connections_like_requests(task, **kwargs) -> None:
     # An eager task runs inside its caller, and inside its caller's transaction (tests).
     if not getattr(task.request, "is_eager", False):
         close_old_connections()
+
+
+@signals.setup_logging.connect
+def _logging_as_django_sets_it(**kwargs) -> None:
+    """Workers and beat log as the web server does (settings.LOGGING: LOG_FORMAT, LOG_LEVEL),
+    not in Celery's own format: connected, this stops Celery from setting up logging itself."""
+
+
+_task_contexts: dict[str, object] = {}
+
+
+@signals.task_prerun.connect
+def _log_context_of_the_task(task_id, task, **kwargs) -> None:
+    """Every line a task logs names it (core.logs); nothing carries over from the task before."""
+    _task_contexts[task_id] = logs.start(task_id=task_id, task_name=task.name)
+
+
+@signals.task_postrun.connect
+def _log_context_ends(task_id, **kwargs) -> None:
+    token = _task_contexts.pop(task_id, None)
+    if token is not None:
+        with contextlib.suppress(ValueError):  # set in another context: nothing of ours to undo
+            logs.end(token)

@@ -1,4 +1,9 @@
-"""What /healthz checks: the database, Redis, and that at least one Celery worker answers."""
+"""What /healthz checks: the database, Redis, and that at least one Celery worker answers.
+
+/healthz is public and polled by load balancers, so none of it is done per request: a process
+checks the database and Redis at most once in CHECK_SECONDS (concurrent requests wait for that
+one check rather than each making their own) and pings the workers at most once in
+WORKER_ANSWER_SECONDS, in the background."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from portal.celery import app as celery_app
 # /healthz is public: it names what is down, and the details (hosts, users) go to the log only.
 logger = logging.getLogger(__name__)
 
+CHECK_SECONDS = 1.0
 PING_TIMEOUT = 1.0
 # /healthz is public and polled, and a worker ping is a broadcast to every worker: each web
 # process pings at most once in this long, in the background, and answers from the last ping.
@@ -106,12 +112,32 @@ def check_worker() -> str | None:
     return worker_answers.check(settings.CELERY_BROKER_URL)
 
 
+class DirectChecks:
+    """The database's and Redis's answers, kept for CHECK_SECONDS per (database, Redis)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answers: dict[tuple[str, str], tuple[float, dict[str, dict[str, str]]]] = {}
+
+    def status(self) -> dict[str, dict[str, str]]:
+        key = (str(settings.DATABASES["default"]["NAME"]), settings.REDIS_URL)
+        with self._lock:
+            known = self._answers.get(key)
+            if known and time.monotonic() - known[0] < CHECK_SECONDS:
+                return known[1]
+            result = {}
+            for name, check in (("database", check_database), ("redis", check_redis)):
+                error = check()
+                result[name] = {"status": "down", "error": error} if error else {"status": "up"}
+            self._answers[key] = (time.monotonic(), result)
+        return result
+
+
+direct_checks = DirectChecks()
+
+
 def status() -> dict[str, dict[str, str]]:
-    checks = {"database": check_database, "redis": check_redis}
-    result = {}
-    for name, check in checks.items():
-        error = check()
-        result[name] = {"status": "down", "error": error} if error else {"status": "up"}
+    result = dict(direct_checks.status())
     if result["redis"]["status"] == "down":
         # The ping goes through Redis: without it the worker's state is unknown, not healthy.
         result["worker"] = {"status": "down", "error": "unknown: Redis, the broker, is down"}

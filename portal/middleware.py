@@ -1,9 +1,11 @@
-"""Requests that need Redis while it is away: 503 saying so, instead of a 500 and a traceback.
+"""The portal's middleware of its own: request ids for the logs, request metrics, the health
+probes, and 503 for requests that need Redis while it is away.
 
-Admin actions (run now, refresh now, ...), the connect flow and the webhooks queue work through
-Redis, the Celery broker (docs/architecture.md, "Processes"). When it cannot be reached, redis-py
-raises ConnectionError or TimeoutError and kombu, publishing a task, OperationalError; nothing
-is wrong with the request, so the person (or Microsoft, which retries) is told to try again.
+Redis away: admin actions (run now, refresh now, ...), the connect flow and the webhooks queue
+work through Redis, the Celery broker (docs/architecture.md, "Processes"). When it cannot be
+reached, redis-py raises ConnectionError or TimeoutError and kombu, publishing a task,
+OperationalError; nothing is wrong with the request, so the person (or Microsoft, which
+retries) is told to try again.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import time
 
 import kombu.exceptions
 import redis.exceptions
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
-from core import metrics
+from core import logs, metrics
+from portal import views
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +90,47 @@ class RequestMetricsMiddleware:
 
 def _view_name(request: HttpRequest) -> str:
     match = request.resolver_match
+    if match is None and request.path_info.startswith("/" + settings.STATIC_URL.lstrip("/")):
+        return "static"
     if match is None:
         try:
             match = resolve(request.path_info)
         except Resolver404:
             return "unmatched"
     return match.view_name
+
+
+class RequestIdMiddleware:
+    """Outermost: every request gets an id (core.logs.request_id: a proxy's, when it sent a
+    well-formed one in X-Request-ID, else a new one) that every log line written for it carries
+    and that the answer returns in X-Request-ID, so a person reporting a problem can quote it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.id = logs.request_id(request.headers.get("X-Request-ID"))
+        token = logs.start(request_id=request.id)
+        try:
+            response = self.get_response(request)
+        finally:
+            logs.end(token)
+        response["X-Request-ID"] = request.id
+        return response
+
+
+class ProbeMiddleware:
+    """The health probes, answered before the host is checked and before the redirect to HTTPS:
+    a load balancer or an orchestrator calls the web server by its address, over plain HTTP.
+    Neither reveals anything: /livez says the process answers, /healthz which part is down."""
+
+    PROBES = {"/livez": views.livez, "/healthz": views.healthz}
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        probe = self.PROBES.get(request.path_info)
+        if probe is not None and request.method in ("GET", "HEAD"):
+            return probe(request)
+        return self.get_response(request)

@@ -23,7 +23,7 @@ from core.env import (
     REDIS_SCHEMES,
     check_secret,
     dev_secret,
-    env,
+    load_env_file,
     read_bool,
     read_database,
     read_email,
@@ -33,14 +33,14 @@ from core.env import (
     read_str,
     read_url,
 )
+from core.logs import FORMATS
+from core.logs import config as log_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 # ENV_FILE lets tests and containers point elsewhere (or at an empty file).
-_env_file = Path(os.environ.get("ENV_FILE", BASE_DIR / ".env"))
-if _env_file.is_file():
-    env.read_env(_env_file)
+load_env_file(BASE_DIR / ".env")
 
 DEBUG = read_bool("DEBUG", default=False)
 
@@ -232,9 +232,15 @@ if DEBUG and find_spec("devtools"):
     INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
-    # Outermost, so it times and counts every answer, the other middleware's own included.
+    # Outermost: every log line of a request carries its id, every answer returns it.
+    "portal.middleware.RequestIdMiddleware",
+    # Then what times and counts every answer, the other middleware's own included.
     "portal.middleware.RequestMetricsMiddleware",
+    # The health probes, before the host check and the redirect to HTTPS.
+    "portal.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (compressed, and cached for ever under hashed names), before sessions.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -278,9 +284,25 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Static files, served by WhiteNoise. With STATIC_MANIFEST (the default outside DEBUG) pages
+# link them under hashed names from the manifest `collectstatic` writes, compressed and cached
+# by browsers for ever: run `collectstatic` on every release, before the web server starts.
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(read_str("STATIC_ROOT") or VAR_DIR / "static")
+STATIC_MANIFEST = read_bool("STATIC_MANIFEST", default=not DEBUG)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Without the manifest (development, tests) WhiteNoise finds each file in its app when asked.
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = not STATIC_MANIFEST
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SILENCED_SYSTEM_CHECKS: list[str] = []
 
 # Security headers and cookies. Outside DEBUG the cookies are HTTPS-only when the portal is
 # served over HTTPS, and HSTS is on; behind a TLS-terminating proxy set USE_X_FORWARDED_PROTO.
@@ -298,6 +320,11 @@ if not DEBUG and _base.scheme == "https":
     SECURE_SSL_REDIRECT = True
     SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    # Asks to be on browsers' preload list (a site submits itself at hstspreload.org); off
+    # for a domain whose other hosts cannot all serve HTTPS.
+    SECURE_HSTS_PRELOAD = read_bool("HSTS_PRELOAD", default=True)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS.append("security.W021")  # the operator chose so
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
@@ -337,7 +364,7 @@ if not (PORTAL_ORIGIN.startswith("https://") or _base.hostname == "localhost"):
     # Browsers offer passkeys on https:// and localhost only; on any other origin (such as
     # http://127.0.0.1 in development) the pages offer authenticator apps alone, and the
     # package's check that the origin is secure has nothing to protect.
-    SILENCED_SYSTEM_CHECKS = ["otp_webauthn.E031"]
+    SILENCED_SYSTEM_CHECKS.append("otp_webauthn.E031")
 # An invitation link works this many days, once.
 INVITATION_VALID_DAYS = read_int("INVITATION_VALID_DAYS", 7)
 # Failed password sign-ins allowed per account and per address in LOGIN_WINDOW_SECONDS.
@@ -349,14 +376,17 @@ PASSWORD_RESETS_PER_ADDRESS = read_int("PASSWORD_RESETS_PER_ADDRESS", 5)
 PASSWORD_RESETS_PER_EMAIL = read_int("PASSWORD_RESETS_PER_EMAIL", 3)
 PASSWORD_RESET_WINDOW_SECONDS = 3600
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# Logs on standard error (core.logs): `json` writes one object per line for a log system, with
+# the request id, the Celery task and the tenant and connection where known; `text` is for people.
+LOG_FORMAT = read_str("LOG_FORMAT", default="text").lower()
+if LOG_FORMAT not in FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT: {LOG_FORMAT!r} is not one of {', '.join(FORMATS)}")
+LOG_LEVEL = read_str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL: {LOG_LEVEL!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    )
+LOGGING = log_config(LOG_FORMAT, LOG_LEVEL)
 
 # Microsoft Graph: Graphport spends Microsoft's own limits before sending (graphsync.budgets,
 # docs/microsoft.md "Throttling limits and budgets"). Tests and benchmarks narrow some of them to

@@ -51,6 +51,8 @@ OPEN_PREFIXES = (
     "/accounts/logout/",
     "/static/",
     "/healthz",
+    "/livez",
+    "/metrics",
     "/graph/",
     "/api/",
     "/connections/callback/",

@@ -14,6 +14,9 @@ member_connections = (
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # Answered by portal.middleware.ProbeMiddleware before the host and HTTPS checks; named here
+    # for reverse() and the metrics' view label.
+    path("livez", views.livez, name="livez"),
     path("healthz", views.healthz, name="healthz"),
     # Prometheus's scrape, with a bearer token (portal.metrics).
     path("metrics", metrics.endpoint, name="metrics"),

@@ -1,8 +1,8 @@
 """The portal's own pages: the member's home (their connections with what each syncs, drawn from
-both apps) and the health check."""
+both apps) and the health probes (answered by portal.middleware.ProbeMiddleware)."""
 
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -60,7 +60,17 @@ def my_connections(request):
 @never_cache
 @require_GET
 def healthz(request):
+    """Readiness: the database, Redis and a Celery worker, checked at most once a
+    second by this process (portal.health), so polling it costs nothing and never waits."""
     checks = health.status()
     down = sorted(name for name, check in checks.items() if check["status"] != "up")
     body = {"status": "ok" if not down else "down", "down": down, "checks": checks}
     return JsonResponse(body, status=503 if down else 200)
+
+
+@never_cache
+@require_GET
+def livez(request):
+    """Liveness: the process answers. Touches nothing (no database, no Redis, no session), so
+    it says nothing but that: restart the process when it stops answering."""
+    return HttpResponse("ok", content_type="text/plain; charset=utf-8")

@@ -41,8 +41,9 @@ def test_no_worker_gives_503_naming_the_worker(client, settings):
 
 @pytest.fixture(autouse=True)
 def fresh_worker_answers(monkeypatch):
-    """Each test starts with no remembered ping, as a new web process does."""
+    """Each test starts with no remembered ping or check, as a new web process does."""
     monkeypatch.setattr(health, "worker_answers", health.WorkerAnswers())
+    monkeypatch.setattr(health, "direct_checks", health.DirectChecks())
 
 
 @pytest.fixture
@@ -67,6 +68,40 @@ def test_repeated_calls_share_one_worker_ping(client, celery_worker, pings):
         assert client.get("/healthz").status_code == 200
     assert time.monotonic() - started < 0.5
     assert pings.count == 1
+
+
+def test_repeated_calls_within_a_second_touch_neither_database_nor_redis(
+    client, celery_worker, django_assert_num_queries, monkeypatch
+):
+    assert client.get("/healthz").status_code == 200
+    opened = []
+    real = health.redis.Redis.from_url
+    monkeypatch.setattr(
+        health.redis.Redis, "from_url", lambda *a, **k: opened.append(a) or real(*a, **k)
+    )
+    with django_assert_num_queries(0):
+        for _ in range(50):
+            assert client.get("/healthz").status_code == 200
+    assert opened == []
+
+
+def test_livez_touches_nothing_and_needs_no_allowed_host(
+    client, settings, monkeypatch, django_assert_num_queries
+):
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # Redis away: still alive
+    settings.SECURE_SSL_REDIRECT = True  # probes come over plain HTTP, by address
+    monkeypatch.setattr(health, "status", lambda: pytest.fail("livez checked something"))
+    with django_assert_num_queries(0):
+        response = client.get("/livez", HTTP_HOST="10.1.2.3:8000")
+    assert (response.status_code, response.content) == (200, b"ok")
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+def test_healthz_answers_a_probe_by_address_over_plain_http(client, settings, celery_worker):
+    settings.SECURE_SSL_REDIRECT = True
+    response = client.get("/healthz", HTTP_HOST="10.1.2.3:8000")
+    assert response.status_code == 200
+    assert client.get("/", HTTP_HOST="10.1.2.3:8000").status_code == 400  # pages still check
 
 
 def test_a_worker_gone_shows_as_down_once_the_answer_runs_out(
