@@ -3,15 +3,24 @@
 #   make test   set up and run every check and test on PostgreSQL and Redis
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed
+# `make run` installs what running needs (the product and the emulator); `make test` adds the
+# test tools and the benchmarks' rivals.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test system-packages-run system-packages-test
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -e '.[emulator]'
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet -e '.[dev,bench]'
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(RUN_STAMP)
 
 # Debian packages: installed only when missing (needs root, or sudo).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -28,10 +37,10 @@ system-packages-run:
 system-packages-test:
 	$(call need,redis-server:redis-server initdb:postgresql chromium:chromium)
 
-run: system-packages-run $(STAMP)
+run: system-packages-run $(RUN_STAMP)
 	DEBUG=$${DEBUG:-true} MICROSOFT_ALLOW_HTTP=$${MICROSOFT_ALLOW_HTTP:-true} \
 	  MICROSOFT_ALLOW_INTERNAL_HOSTS=$${MICROSOFT_ALLOW_INTERNAL_HOSTS:-true} \
 	  $(VENV)/bin/python manage.py runportal
 
-test: system-packages-test $(STAMP)
+test: system-packages-test $(TEST_STAMP)
 	$(VENV)/bin/python -m tests.run $(ARGS)
