@@ -24,11 +24,11 @@ authorization code.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from gunicorn.glogging import Logger
 
+from core import metrics
 from core.env import load_env_file, read_int, read_str
 from core.logs import FORMATS, REDACTED, redact_path
 from core.logs import config as log_config
@@ -73,9 +73,5 @@ class AccessLogger(Logger):
         return atoms
 
 
-def child_exit(server, worker) -> None:
-    """A worker died: prometheus_client's multiprocess mode tidies after it (core.metrics)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from core.metrics import child_exit as tidy
-
-        tidy(server, worker)
+# A worker died: prometheus_client's multiprocess mode tidies after it (core.metrics).
+child_exit = metrics.child_exit
