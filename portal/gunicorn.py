@@ -46,7 +46,7 @@ keepalive = read_int("GUNICORN_KEEPALIVE", 5)
 max_requests = read_int("GUNICORN_MAX_REQUESTS", 0, minimum=0)
 max_requests_jitter = max_requests // 10
 forwarded_allow_ips = read_str("FORWARDED_ALLOW_IPS", default="127.0.0.1,::1")
-# Each request's headers and body are read by Django's own limits; these bound the request line.
+# gunicorn's bounds on the request line's length and on the number of headers (its defaults).
 limit_request_line = 8190
 limit_request_fields = 100
 
