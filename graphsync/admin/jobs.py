@@ -80,7 +80,9 @@ class SyncJobAdmin(TenantFilterForOperators, TenantScopedAdmin):
         "connection__id__exact",
         "mailbox__exact",  # one user's jobs of an organisation-wide sync
     )
-    list_select_related = ["connection", "tenant"]
+    # The app too: each row's checkbox is labelled with the job's name, which names its
+    # connection's app.
+    list_select_related = ["connection__app", "tenant"]
     search_fields = ["connection__user_principal_name", "=connection__ms_object_id", "=mailbox"]
     actions = ["run_now", "full_resync", "enable_jobs", "disable_jobs"]
     inlines = [RecentRunsInline]

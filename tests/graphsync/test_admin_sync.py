@@ -464,6 +464,21 @@ def test_record_list_queries_do_not_grow_with_rows(
     assert all("LIMIT" in sql.upper() for sql in counts), counts  # never an unbounded count
 
 
+@pytest.mark.parametrize("persona", ["admin", "operator"])
+def test_job_list_queries_do_not_grow_with_rows(
+    client, acme, operator, persona, django_assert_max_num_queries
+):
+    client.force_login(operator if persona == "operator" else acme.admin)
+    make_job(acme)
+    url = reverse("admin:graphsync_syncjob_changelist")
+    with CaptureQueriesContext(db_connection) as few:
+        assert client.get(url).status_code == 200
+    for number in range(30):
+        make_job(acme, folder=f"folder-{number}")
+    with django_assert_max_num_queries(len(few)):
+        assert client.get(url).status_code == 200
+
+
 def test_record_count_stops_at_the_cap(client, acme, monkeypatch):
     monkeypatch.setattr(CappedCountPaginator, "CAP", 5)
     job = make_job(acme)
